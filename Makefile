@@ -1,0 +1,48 @@
+# Isobar. `make run` starts the single binary; `make test` installs what the
+# tests need and runs them all.
+GO       ?= go
+BIN      := bin/isobar
+FUZZTIME ?= 15s
+
+.PHONY: all build run test test-deps unit e2e fuzz bench bench-go vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/isobar
+
+# Embedded defaults: tenant "anonymous", data under ./data, HTTP on :9009.
+run: build
+	./$(BIN)
+
+test: test-deps vet unit fuzz e2e
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./cmd/isobar/e2e/
+
+unit:
+	$(GO) test -count=1 ./...
+
+# Short runs of every fuzz target; longer ones: make fuzz FUZZTIME=10m.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./pkg/rwproto
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./pkg/tenant
+
+# End-to-end tests: real isobar processes, a real Prometheus.
+e2e: build
+	ISOBAR_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
+
+# Go micro-benchmarks of the hot paths.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/rwproto ./ingest/validation ./tsdb/ingester ./querier/api
+
+# Load test against a running isobar (make run in another terminal).
+bench:
+	$(GO) run ./bench/cmd/loadgen -url http://127.0.0.1:9009/api/v1/push -series 100000 -duration 60s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,142 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/grafana/dskit/modules"
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/isobar-tsdb/isobar/pkg/limits"
+	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/querier/api"
+	"github.com/isobar-tsdb/isobar/tsdb/ingester"
+)
+
+// Version is the release of this build.
+const Version = "0.1.0-dev"
+
+// App is one Isobar process: the modules its targets need, wired together.
+type App struct {
+	cfg    *Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+	server *Server
+
+	overrides *limits.Overrides
+	ingester  *ingester.Ingester
+
+	services map[string]services.Service
+}
+
+// New builds the modules of cfg.Target; nothing runs until Run.
+func New(cfg *Config, logger *slog.Logger) (*App, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := buildInfo()
+	promauto.With(reg).NewGauge(prometheus.GaugeOpts{
+		Name:        "isobar_build_info",
+		Help:        "Build of the running binary; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},
+	}).Set(1)
+
+	a := &App{cfg: cfg, logger: logger, reg: reg}
+	a.server = newServer(cfg.Server, cfg.MultitenancyEnabled, logger, reg)
+	mm := modules.NewManager(isolog.GoKit(logger))
+	if err := a.registerModules(mm); err != nil {
+		return nil, fmt.Errorf("register modules: %w", err)
+	}
+	targets, err := parseTargets(cfg.Target)
+	if err != nil {
+		return nil, err
+	}
+	a.services, err = mm.InitModuleServices(targets...)
+	if err != nil {
+		return nil, fmt.Errorf("initialise modules: %w", err)
+	}
+	a.server.mux.HandleFunc("GET /ready", a.ready)
+	return a, nil
+}
+
+// Run starts every module and runs until ctx is cancelled or a module fails,
+// then stops them all, dependents first.
+func (a *App) Run(ctx context.Context) error {
+	list := make([]services.Service, 0, len(a.services))
+	for _, s := range a.services {
+		list = append(list, s)
+	}
+	mgr, err := services.NewManager(list...)
+	if err != nil {
+		return fmt.Errorf("create service manager: %w", err)
+	}
+	failed := make(chan error, 1)
+	mgr.AddListener(services.NewManagerListener(nil, nil, func(s services.Service) {
+		select {
+		case failed <- s.FailureCase():
+		default:
+		}
+	}))
+	if err := mgr.StartAsync(context.Background()); err != nil {
+		return fmt.Errorf("start services: %w", err)
+	}
+	a.logger.Info("Isobar starting", "version", Version, "target", a.cfg.Target)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		a.logger.Info("shutting down")
+	case runErr = <-failed:
+		a.logger.Error("a module failed; shutting down", "err", runErr)
+	}
+	mgr.StopAsync()
+	if err := mgr.AwaitStopped(context.Background()); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	a.logger.Info("stopped")
+	return runErr
+}
+
+// ready answers 200 once every module runs: for an ingester that means its
+// WAL has been replayed.
+func (a *App) ready(w http.ResponseWriter, _ *http.Request) {
+	var notRunning []string
+	for name, s := range a.services {
+		if st := s.State(); st != services.Running {
+			notRunning = append(notRunning, fmt.Sprintf("%s: %s", name, st))
+		}
+	}
+	if len(notRunning) > 0 {
+		sort.Strings(notRunning)
+		http.Error(w, "not ready: "+strings.Join(notRunning, ", "), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// ServerAddr is the HTTP server's address, once it listens.
+func (a *App) ServerAddr() string { return a.server.Addr() }
+
+func buildInfo() api.BuildInfo {
+	bi := api.BuildInfo{Version: Version, Branch: "main", GoVersion: runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				bi.Revision = s.Value
+			case "vcs.time":
+				bi.BuildDate = s.Value
+			}
+		}
+	}
+	return bi
+}

@@ -1,0 +1,110 @@
+// Package app assembles Isobar's components into one process: the root
+// configuration, the module graph behind -target, and the HTTP server.
+package app
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/isobar-tsdb/isobar/ingest/distributor"
+	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/pkg/profiling"
+	"github.com/isobar-tsdb/isobar/querier/engine"
+	"github.com/isobar-tsdb/isobar/tsdb/ingester"
+)
+
+// Config is the whole configuration of a process. Every field is a flag
+// too, except the per-tenant limits, which only the YAML file can set.
+type Config struct {
+	Target              string `yaml:"target"`
+	DataDir             string `yaml:"data_dir"`
+	MultitenancyEnabled bool   `yaml:"multitenancy_enabled"`
+
+	Server      ServerConfig       `yaml:"server"`
+	Log         log.Config         `yaml:"log"`
+	Profiling   profiling.Config   `yaml:"profiling"`
+	Distributor distributor.Config `yaml:"distributor"`
+	Ingester    ingester.Config    `yaml:"ingester"`
+	Querier     engine.Config      `yaml:"querier"`
+	Limits      limits.Limits      `yaml:"limits"`
+
+	// TenantLimits overrides Limits field by field for single tenants.
+	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
+}
+
+// ServerConfig configures the HTTP server.
+type ServerConfig struct {
+	HTTPListenAddress string `yaml:"http_listen_address"`
+	HTTPListenPort    int    `yaml:"http_listen_port"`
+}
+
+// RegisterFlags registers every flag of the process with its default.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.Target, "target", TargetAll, "Comma-separated components to run: "+strings.Join(knownTargets(), ", ")+".")
+	f.StringVar(&c.DataDir, "data.dir", "./data", "Directory for everything the process stores on disk.")
+	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Take the tenant from the X-Scope-OrgID header. When false, every request belongs to tenant \"anonymous\".")
+	f.StringVar(&c.Server.HTTPListenAddress, "server.http-listen-address", "", "Address the HTTP server listens on; empty means all addresses.")
+	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 9009, "Port the HTTP server listens on; 0 picks a free one.")
+	c.Log.RegisterFlags(f)
+	c.Profiling.RegisterFlags(f)
+	c.Distributor.RegisterFlags(f)
+	c.Ingester.RegisterFlags(f)
+	c.Querier.RegisterFlags(f)
+	c.Limits.RegisterFlags(f)
+}
+
+// Validate checks the whole configuration.
+func (c *Config) Validate() error {
+	if _, err := parseTargets(c.Target); err != nil {
+		return err
+	}
+	if c.DataDir == "" {
+		return errors.New("-data.dir must not be empty")
+	}
+	return errors.Join(c.Log.Validate(), c.Distributor.Validate(), c.Ingester.Validate(), c.Querier.Validate(), c.Limits.Validate())
+}
+
+// Load builds the configuration from the defaults, then the YAML file named
+// by -config.file, then the flags given on the command line, each overriding
+// the one before.
+func Load(args []string) (*Config, error) {
+	cfg := &Config{}
+	fs := flag.NewFlagSet("isobar", flag.ContinueOnError)
+	var configFile string
+	fs.StringVar(&configFile, "config.file", "", "YAML configuration file. Flags given on the command line override it.")
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if configFile != "" {
+		raw, err := os.ReadFile(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("read config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means all defaults
+			return nil, fmt.Errorf("parse config file %s: %w", configFile, err)
+		}
+		if err := fs.Parse(args); err != nil { // flags win over the file
+			return nil, err
+		}
+	}
+	cfg.Ingester.Dir = filepath.Join(cfg.DataDir, "tsdb")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return cfg, nil
+}

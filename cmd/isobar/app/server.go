@@ -1,0 +1,151 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// Server is the process's HTTP server, a service that listens while the
+// other components start, so /ready and /metrics answer during WAL replay.
+type Server struct {
+	services.Service
+
+	cfg    ServerConfig
+	mux    *http.ServeMux
+	logger *slog.Logger
+	srv    *http.Server
+	lis    net.Listener
+
+	duration *prometheus.HistogramVec
+}
+
+func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *prometheus.Registry) *Server {
+	s := &Server{
+		cfg:    cfg,
+		mux:    http.NewServeMux(),
+		logger: logger.With("component", "server"),
+		duration: promauto.With(reg).NewHistogramVec(prometheus.HistogramOpts{
+			Name:                            "isobar_request_duration_seconds",
+			Help:                            "Time to answer HTTP requests, by route, method and status code.",
+			Buckets:                         prometheus.DefBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  100,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, []string{"method", "route", "status_code"}),
+	}
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.srv = &http.Server{
+		Handler:           s.withTenant(multitenancy, s.instrument(s.mux)),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
+	return s
+}
+
+func (s *Server) starting(context.Context) error {
+	addr := net.JoinHostPort(s.cfg.HTTPListenAddress, strconv.Itoa(s.cfg.HTTPListenPort))
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s.lis = lis
+	s.logger.Info("HTTP server listening", "addr", lis.Addr().String())
+	return nil
+}
+
+func (s *Server) running(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.lis) }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serve HTTP: %w", err)
+	}
+}
+
+func (s *Server) stopping(_ error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	return nil
+}
+
+// Addr is the address the server listens on, once it is running.
+func (s *Server) Addr() string {
+	if s.lis == nil {
+		return ""
+	}
+	return s.lis.Addr().String()
+}
+
+// withTenant resolves the tenant of the API paths. Operational endpoints and
+// the build info, which Grafana asks before it knows a tenant, need none.
+func (s *Server) withTenant(multitenancy bool, next http.Handler) http.Handler {
+	withTenant := tenant.Middleware(multitenancy, next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if (strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/prometheus/") || strings.HasPrefix(p, "/otlp/")) &&
+			!strings.HasSuffix(p, "/status/buildinfo") {
+			withTenant.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// instrument records every request's duration by the route that served it.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "other"
+		}
+		s.duration.WithLabelValues(r.Method, route, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush keeps streaming responses streaming.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,245 @@
+// Package distributor is the write path's front: it validates each series of
+// a decoded remote-write request against its tenant's limits, applies the
+// tenant's ingestion rate limit and hands the valid series to the ingesters.
+package distributor
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/common/model"
+	"golang.org/x/time/rate"
+
+	"github.com/isobar-tsdb/isobar/ingest/validation"
+	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// Config configures the distributor.
+type Config struct {
+	MaxRecvMsgSize      int    `yaml:"max_recv_msg_size"`
+	MaxSeriesPerRequest int    `yaml:"max_series_per_request"`
+	NameValidation      string `yaml:"name_validation_scheme"`
+}
+
+// RegisterFlags registers the distributor flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
+	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", 100_000, "Maximum number of series in one remote-write request.")
+	f.StringVar(&c.NameValidation, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8.")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.MaxRecvMsgSize <= 0 || c.MaxSeriesPerRequest <= 0 {
+		return fmt.Errorf("-distributor.max-recv-msg-size and -distributor.max-series-per-request must be positive")
+	}
+	_, err := c.scheme()
+	return err
+}
+
+func (c *Config) scheme() (model.ValidationScheme, error) {
+	switch c.NameValidation {
+	case "legacy":
+		return model.LegacyValidation, nil
+	case "utf8":
+		return model.UTF8Validation, nil
+	}
+	return 0, fmt.Errorf("unknown -validation.name-validation-scheme %q: use legacy or utf8", c.NameValidation)
+}
+
+// Distributor validates, rate-limits and forwards remote writes.
+type Distributor struct {
+	services.Service
+
+	cfg       Config
+	overrides *limits.Overrides
+	validator *validation.Validator
+	pusher    rpc.Pusher
+	logger    *slog.Logger
+	now       func() time.Time
+
+	mu       sync.Mutex
+	limiters map[string]*tenantLimiter
+
+	receivedSamples   *prometheus.CounterVec
+	receivedExemplars *prometheus.CounterVec
+	discardedSamples  *prometheus.CounterVec
+	discardedExempl   *prometheus.CounterVec
+}
+
+type tenantLimiter struct {
+	limiter *rate.Limiter
+	rate    float64
+	burst   int
+}
+
+// New returns a distributor that stores through pusher.
+func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slog.Logger, reg prometheus.Registerer) (*Distributor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	scheme, _ := cfg.scheme()
+	d := &Distributor{
+		cfg:       cfg,
+		overrides: overrides,
+		validator: validation.New(scheme),
+		pusher:    pusher,
+		logger:    logger.With("component", "distributor"),
+		now:       time.Now,
+		limiters:  map[string]*tenantLimiter{},
+		receivedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_distributor_received_samples_total",
+			Help: "Samples (floats and histograms) received, before validation, by tenant.",
+		}, []string{"tenant"}),
+		receivedExemplars: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_distributor_received_exemplars_total",
+			Help: "Exemplars received, before validation, by tenant.",
+		}, []string{"tenant"}),
+		discardedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_discarded_samples_total",
+			Help: "Samples rejected by validation or limits, by tenant and reason.",
+		}, []string{"tenant", "reason"}),
+		discardedExempl: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_discarded_exemplars_total",
+			Help: "Exemplars dropped by validation, by tenant.",
+		}, []string{"tenant"}),
+	}
+	d.Service = services.NewIdleService(nil, nil)
+	return d, nil
+}
+
+// RecvLimits are the decode limits for the tenant's requests.
+func (d *Distributor) RecvLimits(tenantID string) (maxBytes int, dec rwproto.Limits) {
+	return d.cfg.MaxRecvMsgSize, rwproto.Limits{
+		MaxSeries:          d.cfg.MaxSeriesPerRequest,
+		MaxLabelsPerSeries: d.overrides.For(tenantID).MaxLabelNamesPerSeries,
+	}
+}
+
+// Push validates req, drops its invalid series, and stores the rest. The
+// valid series are stored even when the returned error reports invalid ones.
+func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
+	tenantID, err := tenant.From(ctx)
+	if err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	l := d.overrides.For(tenantID)
+	received, exemplars := 0, 0
+	for i := range req.Timeseries {
+		received += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
+		exemplars += len(req.Timeseries[i].Exemplars)
+	}
+	d.receivedSamples.WithLabelValues(tenantID).Add(float64(received))
+	if exemplars > 0 {
+		d.receivedExemplars.WithLabelValues(tenantID).Add(float64(exemplars))
+	}
+
+	invalid := d.validate(tenantID, l, req)
+
+	valid := req.NumSamples()
+	if valid > 0 && !d.limiter(tenantID, l).AllowN(d.now(), valid) {
+		d.discardedSamples.WithLabelValues(tenantID, "rate_limited").Add(float64(valid))
+		return rpc.Errorf(rpc.CauseTenantLimit,
+			"ingestion rate limit of %g samples/s with burst %d exceeded by a request of %d samples (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size)",
+			l.IngestionRate, l.IngestionBurstSize, valid)
+	}
+	d.validMetadata(l, req)
+
+	var pushErr error
+	if len(req.Timeseries) > 0 || len(req.Metadata) > 0 {
+		pushErr = d.pusher.Push(ctx, req)
+	}
+	return combine(pushErr, invalid)
+}
+
+// invalidSeries summarises the series validation rejected.
+type invalidSeries struct {
+	count int
+	first *validation.Error
+}
+
+// validate moves the valid series of req to its front and truncates it to
+// them, so the rest of the path sees only valid series.
+func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.Request) invalidSeries {
+	var inv invalidSeries
+	nowMs := d.now().UnixMilli()
+	kept := 0
+	droppedExemplars := 0
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		dropped, err := d.validator.Series(l, ts, nowMs)
+		droppedExemplars += dropped
+		if err != nil {
+			inv.count++
+			if inv.first == nil {
+				inv.first = err
+			}
+			d.discardedSamples.WithLabelValues(tenantID, string(err.Reason)).Add(float64(len(ts.Samples) + len(ts.Histograms)))
+			continue
+		}
+		if kept != i {
+			// Swap rather than copy so the rejected element keeps its own
+			// slices for reuse by the next request.
+			req.Timeseries[kept], req.Timeseries[i] = req.Timeseries[i], req.Timeseries[kept]
+		}
+		kept++
+	}
+	req.Timeseries = req.Timeseries[:kept]
+	if droppedExemplars > 0 {
+		d.discardedExempl.WithLabelValues(tenantID).Add(float64(droppedExemplars))
+	}
+	return inv
+}
+
+// validMetadata drops metadata without a family name or with oversized text.
+func (d *Distributor) validMetadata(l *limits.Limits, req *rwproto.Request) {
+	kept := req.Metadata[:0]
+	for _, m := range req.Metadata {
+		if m.MetricFamilyName == "" || len(m.MetricFamilyName) > l.MaxMetadataLength ||
+			len(m.Help) > l.MaxMetadataLength || len(m.Unit) > l.MaxMetadataLength {
+			continue
+		}
+		kept = append(kept, m)
+	}
+	req.Metadata = kept
+}
+
+func (d *Distributor) limiter(tenantID string, l *limits.Limits) *rate.Limiter {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	tl, ok := d.limiters[tenantID]
+	if !ok || tl.rate != l.IngestionRate || tl.burst != l.IngestionBurstSize {
+		tl = &tenantLimiter{limiter: rate.NewLimiter(rate.Limit(l.IngestionRate), l.IngestionBurstSize), rate: l.IngestionRate, burst: l.IngestionBurstSize}
+		d.limiters[tenantID] = tl
+	}
+	return tl.limiter
+}
+
+// combine reports a storage failure first: a sender must retry it, and the
+// invalid series will be reported again on the retry.
+func combine(pushErr error, inv invalidSeries) error {
+	if pushErr != nil {
+		if inv.count == 0 || rpc.CauseOf(pushErr) != rpc.CauseBadData {
+			return pushErr
+		}
+		return rpc.Errorf(rpc.CauseBadData, "%s; and %d series failed validation, the first: %v", pushErr, inv.count, inv.first)
+	}
+	if inv.count == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d series failed validation and were not stored (the other series of the request were); the first: ", inv.count)
+	b.WriteString(inv.first.Error())
+	return rpc.Errorf(rpc.CauseBadData, "%s", b.String())
+}

@@ -1,0 +1,238 @@
+// Package remotewrite serves Prometheus remote write 1.0 over HTTP: it bounds
+// and decompresses the body, decodes it into a pooled request and answers
+// with the status a Prometheus sender acts on (2xx stored, 4xx never retried,
+// 429 and 5xx retried).
+package remotewrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sync"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// Distributor is what the handler hands decoded requests to.
+type Distributor interface {
+	rpc.Pusher
+	// RecvLimits bounds the body size and the decoding of a tenant's requests.
+	RecvLimits(tenantID string) (maxBytes int, dec rwproto.Limits)
+}
+
+// Handler serves remote-write requests.
+type Handler struct {
+	dist    Distributor
+	logger  *slog.Logger
+	buffers sync.Pool
+
+	requests *prometheus.CounterVec
+}
+
+// buffers is one request's memory, reused across requests.
+type buffers struct {
+	compressed []byte
+	body       []byte
+	req        rwproto.Request
+}
+
+// New returns a handler that pushes to dist.
+func New(dist Distributor, logger *slog.Logger, reg prometheus.Registerer) *Handler {
+	h := &Handler{
+		dist:   dist,
+		logger: logger.With("component", "remotewrite"),
+		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_distributor_push_requests_total",
+			Help: "Remote-write requests by response status class and cause.",
+		}, []string{"code", "cause"}),
+	}
+	h.buffers.New = func() any { return &buffers{} }
+	return h
+}
+
+// statusError is a failure answered before the request reaches the distributor.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+func errStatus(code int, format string, args ...any) error {
+	return &statusError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP handles POST /api/v1/push.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := h.serve(r)
+	if err == nil {
+		h.requests.WithLabelValues("2xx", "").Inc()
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	code, cause := http.StatusInternalServerError, "internal"
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		code, cause = se.code, "bad_request"
+	case errors.Is(err, context.Canceled):
+		code, cause = 499, "canceled" // the client went away; nobody reads the answer
+	default:
+		c := rpc.CauseOf(err)
+		code, cause = c.HTTPStatus(), c.String()
+	}
+	h.requests.WithLabelValues(fmt.Sprintf("%dxx", code/100), cause).Inc()
+	if code >= 500 {
+		h.logger.Error("push failed", "err", err)
+	} else {
+		h.logger.Debug("push rejected", "status", code, "err", err)
+	}
+	http.Error(w, err.Error(), code)
+}
+
+func (h *Handler) serve(r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return errStatus(http.StatusMethodNotAllowed, "remote write takes POST, not %s", r.Method)
+	}
+	tenantID, err := tenant.From(r.Context())
+	if err != nil {
+		return errStatus(http.StatusUnauthorized, "%v", err)
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return err
+	}
+	maxBytes, decLimits := h.dist.RecvLimits(tenantID)
+
+	b := h.buffers.Get().(*buffers)
+	defer h.buffers.Put(b)
+
+	b.compressed, err = readBody(r, b.compressed[:0], maxBytes)
+	if err != nil {
+		return err
+	}
+	b.body, err = h.decompress(r.Header.Get("Content-Encoding"), b.compressed, b.body, maxBytes)
+	if err != nil {
+		return err
+	}
+	if err := b.req.Unmarshal(b.body, decLimits); err != nil {
+		return errStatus(http.StatusBadRequest, "decode remote-write request: %v", err)
+	}
+	return h.dist.Push(r.Context(), &b.req)
+}
+
+// checkContentType accepts remote write 1.0. Remote write 2.0 gets 415, which
+// tells a Prometheus 3 sender to fall back to 1.0.
+func checkContentType(ct string) error {
+	if ct == "" {
+		return nil // old senders and curl users leave it out
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return errStatus(http.StatusUnsupportedMediaType, "parse Content-Type %q: %v", ct, err)
+	}
+	if mt != "application/x-protobuf" {
+		return errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: remote write takes application/x-protobuf", mt)
+	}
+	if p, ok := params["proto"]; ok && p != "prometheus.WriteRequest" {
+		return errStatus(http.StatusUnsupportedMediaType, "unsupported remote-write message %q: this server takes prometheus.WriteRequest (remote write 1.0)", p)
+	}
+	return nil
+}
+
+// readBody reads the whole body into buf, refusing bodies over max before
+// reading them when the length is declared.
+func readBody(r *http.Request, buf []byte, max int) ([]byte, error) {
+	if r.ContentLength > int64(max) {
+		return buf, errStatus(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", r.ContentLength, max)
+	}
+	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
+		buf = make([]byte, 0, r.ContentLength)
+	}
+	lr := io.LimitReader(r.Body, int64(max)+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return buf, errStatus(http.StatusBadRequest, "read request body: %v", err)
+		}
+	}
+	if len(buf) > max {
+		return buf, errStatus(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max)
+	}
+	return buf, nil
+}
+
+// decompress decodes src into dst, checking the decoded size against max
+// before allocating for it.
+func (h *Handler) decompress(encoding string, src, dst []byte, max int) ([]byte, error) {
+	switch encoding {
+	case "", "snappy":
+		n, err := snappy.DecodedLen(src)
+		if err != nil {
+			return dst, errStatus(http.StatusBadRequest, "decode snappy body: %v", err)
+		}
+		if n > max {
+			return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", n, max)
+		}
+		if cap(dst) < n {
+			dst = make([]byte, n)
+		}
+		out, err := snappy.Decode(dst[:cap(dst)], src)
+		if err != nil {
+			return dst, errStatus(http.StatusBadRequest, "decode snappy body: %v", err)
+		}
+		return out, nil
+	case "zstd":
+		out, err := h.zstdDecode(src, dst[:0], max)
+		if err != nil {
+			return dst, err
+		}
+		return out, nil
+	}
+	return dst, errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: use snappy or zstd", encoding)
+}
+
+func (h *Handler) zstdDecode(src, dst []byte, max int) ([]byte, error) {
+	hdr := zstd.Header{}
+	if err := hdr.Decode(src); err != nil {
+		return dst, errStatus(http.StatusBadRequest, "decode zstd body: %v", err)
+	}
+	if hdr.HasFCS && hdr.FrameContentSize > uint64(max) {
+		return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", hdr.FrameContentSize, max)
+	}
+	// Frames need not declare their size, so the decoder itself is bounded.
+	// Senders use snappy; a decoder per zstd request keeps this simple.
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
+	if err != nil {
+		return dst, fmt.Errorf("create zstd decoder: %w", err)
+	}
+	defer zr.Close()
+	out, err := zr.DecodeAll(src, dst)
+	if err != nil {
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max)
+		}
+		return dst, errStatus(http.StatusBadRequest, "decode zstd body: %v", err)
+	}
+	if len(out) > max {
+		return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max)
+	}
+	return out, nil
+}

@@ -1,0 +1,194 @@
+// Package validation checks remote-write series against a tenant's limits
+// before anything is stored, and says precisely what is wrong with a series.
+package validation
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+)
+
+// Reason names why a series was rejected; it is the "reason" label of the
+// discarded-samples metric.
+type Reason string
+
+// The reasons a series is rejected.
+const (
+	MissingMetricName Reason = "missing_metric_name"
+	InvalidMetricName Reason = "invalid_metric_name"
+	InvalidLabelName  Reason = "invalid_label_name"
+	InvalidLabelValue Reason = "invalid_label_value"
+	EmptyLabelValue   Reason = "empty_label_value"
+	DuplicateLabel    Reason = "duplicate_label_names"
+	LabelsNotSorted   Reason = "labels_not_sorted"
+	TooManyLabels     Reason = "max_label_names_per_series"
+	LabelNameTooLong  Reason = "label_name_too_long"
+	LabelValueTooLong Reason = "label_value_too_long"
+	TooFarInFuture    Reason = "too_far_in_future"
+	InvalidHistogram  Reason = "invalid_native_histogram"
+	NoSamples         Reason = "no_samples"
+)
+
+// Reasons lists every reason, so metrics can be created up front.
+var Reasons = []Reason{
+	MissingMetricName, InvalidMetricName, InvalidLabelName, InvalidLabelValue, EmptyLabelValue,
+	DuplicateLabel, LabelsNotSorted, TooManyLabels, LabelNameTooLong, LabelValueTooLong,
+	TooFarInFuture, InvalidHistogram, NoSamples,
+}
+
+// Error says why one series was rejected.
+type Error struct {
+	Reason Reason
+	msg    string
+	series string
+}
+
+func (e *Error) Error() string { return e.msg + ": " + e.series }
+
+// maxSeriesInMessage keeps error messages readable whatever a series holds.
+const maxSeriesInMessage = 512
+
+func newError(reason Reason, ts *rwproto.TimeSeries, format string, args ...any) *Error {
+	return &Error{Reason: reason, msg: fmt.Sprintf(format, args...), series: formatSeries(ts.Labels)}
+}
+
+func formatSeries(ls []labels.Label) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%q", l.Name, l.Value)
+		if b.Len() > maxSeriesInMessage {
+			b.WriteString(", …")
+			break
+		}
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Validator checks series; it holds nothing that changes, so one serves all
+// goroutines.
+type Validator struct {
+	scheme model.ValidationScheme
+}
+
+// New returns a validator for label names of the given scheme
+// (model.LegacyValidation or model.UTF8Validation).
+func New(scheme model.ValidationScheme) *Validator {
+	return &Validator{scheme: scheme}
+}
+
+// Series checks one series against l at time nowMs, and drops its invalid
+// exemplars (an exemplar never costs its series). The returned count is the
+// number of exemplars dropped.
+func (v *Validator) Series(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64) (droppedExemplars int, err *Error) {
+	if err := v.labels(l, ts); err != nil {
+		return 0, err
+	}
+	if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
+		return 0, newError(NoSamples, ts, "series has no samples")
+	}
+	maxT := nowMs + int64(l.CreationGracePeriod)/1e6
+	for i := range ts.Samples {
+		if ts.Samples[i].Timestamp > maxT {
+			return 0, newError(TooFarInFuture, ts, "sample timestamp %s is more than %s in the future (-validation.create-grace-period)",
+				model.Time(ts.Samples[i].Timestamp).Time().UTC().Format("2006-01-02T15:04:05.000Z"), l.CreationGracePeriod)
+		}
+	}
+	for i := range ts.Histograms {
+		h := &ts.Histograms[i]
+		if h.Timestamp > maxT {
+			return 0, newError(TooFarInFuture, ts, "histogram timestamp %s is more than %s in the future (-validation.create-grace-period)",
+				model.Time(h.Timestamp).Time().UTC().Format("2006-01-02T15:04:05.000Z"), l.CreationGracePeriod)
+		}
+		var verr error
+		if h.IsFloatHistogram() {
+			verr = h.ToFloatHistogram().Validate()
+		} else {
+			verr = h.ToIntHistogram().Validate()
+		}
+		if verr != nil {
+			return 0, newError(InvalidHistogram, ts, "invalid native histogram at %d: %v", h.Timestamp, verr)
+		}
+	}
+	return v.exemplars(ts, maxT), nil
+}
+
+func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
+	if ts.NumLabels > l.MaxLabelNamesPerSeries {
+		return newError(TooManyLabels, ts, "series has %d labels, more than the limit of %d (-validation.max-label-names-per-series)",
+			ts.NumLabels, l.MaxLabelNamesPerSeries)
+	}
+	hasName := false
+	for i := range ts.Labels {
+		lb := &ts.Labels[i]
+		switch {
+		case len(lb.Name) > l.MaxLabelNameLength:
+			return newError(LabelNameTooLong, ts, "label name %.64q… is %d bytes long, more than the limit of %d (-validation.max-length-label-name)",
+				lb.Name, len(lb.Name), l.MaxLabelNameLength)
+		case !v.scheme.IsValidLabelName(lb.Name):
+			return newError(InvalidLabelName, ts, "invalid label name %q", lb.Name)
+		case len(lb.Value) > l.MaxLabelValueLength:
+			return newError(LabelValueTooLong, ts, "value of label %q is %d bytes long, more than the limit of %d (-validation.max-length-label-value)",
+				lb.Name, len(lb.Value), l.MaxLabelValueLength)
+		case lb.Value == "":
+			return newError(EmptyLabelValue, ts, "label %q has an empty value", lb.Name)
+		case !utf8.ValidString(lb.Value):
+			return newError(InvalidLabelValue, ts, "value of label %q is not valid UTF-8", lb.Name)
+		}
+		if i > 0 {
+			prev := ts.Labels[i-1].Name
+			if lb.Name == prev {
+				return newError(DuplicateLabel, ts, "duplicate label name %q", lb.Name)
+			}
+			if lb.Name < prev {
+				return newError(LabelsNotSorted, ts, "labels are not sorted by name: %q comes after %q", lb.Name, prev)
+			}
+		}
+		if lb.Name == labels.MetricName {
+			hasName = true
+			if !v.scheme.IsValidMetricName(lb.Value) {
+				return newError(InvalidMetricName, ts, "invalid metric name %q", lb.Value)
+			}
+		}
+	}
+	if !hasName {
+		return newError(MissingMetricName, ts, "series has no metric name (label __name__)")
+	}
+	return nil
+}
+
+// exemplars drops, in place, exemplars that are in the future or whose label
+// set is longer than Prometheus allows.
+func (v *Validator) exemplars(ts *rwproto.TimeSeries, maxT int64) int {
+	kept := ts.Exemplars[:0]
+	for _, e := range ts.Exemplars {
+		if e.Timestamp <= maxT && exemplarLabelsOK(v.scheme, e.Labels) {
+			kept = append(kept, e)
+		}
+	}
+	dropped := len(ts.Exemplars) - len(kept)
+	ts.Exemplars = kept
+	return dropped
+}
+
+func exemplarLabelsOK(scheme model.ValidationScheme, ls []labels.Label) bool {
+	runes := 0
+	for _, l := range ls {
+		if !scheme.IsValidLabelName(l.Name) || !utf8.ValidString(l.Value) {
+			return false
+		}
+		runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value)
+	}
+	return runes <= exemplar.ExemplarMaxLabelSetLength
+}

@@ -1,0 +1,106 @@
+// Package limits holds the per-tenant limits and the overrides that set them
+// tenant by tenant. Every limit's message names the flag that raises it.
+package limits
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+// Limits are the knobs that may differ between tenants.
+type Limits struct {
+	IngestionRate          float64        `yaml:"ingestion_rate"`
+	IngestionBurstSize     int            `yaml:"ingestion_burst_size"`
+	MaxLabelNamesPerSeries int            `yaml:"max_label_names_per_series"`
+	MaxLabelNameLength     int            `yaml:"max_label_name_length"`
+	MaxLabelValueLength    int            `yaml:"max_label_value_length"`
+	MaxMetadataLength      int            `yaml:"max_metadata_length"`
+	CreationGracePeriod    model.Duration `yaml:"creation_grace_period"`
+	MaxSeriesPerTenant     int            `yaml:"max_series_per_tenant"`
+	MaxSeriesPerMetric     int            `yaml:"max_series_per_metric"`
+	OutOfOrderTimeWindow   model.Duration `yaml:"out_of_order_time_window"`
+	MaxExemplars           int            `yaml:"max_exemplars"`
+}
+
+// RegisterFlags registers the defaults of every limit.
+func (l *Limits) RegisterFlags(f *flag.FlagSet) {
+	f.Float64Var(&l.IngestionRate, "distributor.ingestion-rate-limit", 1_000_000, "Per-tenant ingestion rate limit in samples per second.")
+	f.IntVar(&l.IngestionBurstSize, "distributor.ingestion-burst-size", 2_000_000, "Per-tenant number of samples that may be ingested at once above the rate limit.")
+	f.IntVar(&l.MaxLabelNamesPerSeries, "validation.max-label-names-per-series", 30, "Maximum number of labels a series may have.")
+	f.IntVar(&l.MaxLabelNameLength, "validation.max-length-label-name", 1024, "Maximum length of a label name in bytes.")
+	f.IntVar(&l.MaxLabelValueLength, "validation.max-length-label-value", 2048, "Maximum length of a label value in bytes.")
+	f.IntVar(&l.MaxMetadataLength, "validation.max-metadata-length", 1024, "Maximum length of a metric family name, help or unit in bytes.")
+	l.CreationGracePeriod = model.Duration(10 * time.Minute)
+	f.Var(&l.CreationGracePeriod, "validation.create-grace-period", "How far in the future a sample's timestamp may be.")
+	f.IntVar(&l.MaxSeriesPerTenant, "ingester.max-series-per-tenant", 5_000_000, "Maximum number of active series of a tenant per ingester. 0 means no limit.")
+	f.IntVar(&l.MaxSeriesPerMetric, "ingester.max-series-per-metric", 0, "Maximum number of active series of one metric name per tenant per ingester. 0 means no limit.")
+	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")
+	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
+}
+
+// Validate reports limits that cannot work.
+func (l *Limits) Validate() error {
+	switch {
+	case l.IngestionRate <= 0:
+		return fmt.Errorf("ingestion rate limit must be positive, is %v", l.IngestionRate)
+	case l.IngestionBurstSize <= 0:
+		return fmt.Errorf("ingestion burst size must be positive, is %d", l.IngestionBurstSize)
+	case l.MaxLabelNamesPerSeries <= 0 || l.MaxLabelNameLength <= 0 || l.MaxLabelValueLength <= 0:
+		return fmt.Errorf("label count and length limits must be positive")
+	case l.MaxSeriesPerTenant < 0 || l.MaxSeriesPerMetric < 0 || l.MaxExemplars < 0:
+		return fmt.Errorf("series and exemplar limits must not be negative")
+	}
+	return nil
+}
+
+// Overrides answers the limits of each tenant: the defaults, overridden
+// field by field for the tenants that have an entry.
+type Overrides struct {
+	defaults Limits
+	tenants  map[string]*Limits
+}
+
+// NewOverrides applies per-tenant YAML fragments on top of defaults. Fields a
+// fragment leaves out keep their default.
+func NewOverrides(defaults Limits, tenants map[string]yaml.Node) (*Overrides, error) {
+	if err := defaults.Validate(); err != nil {
+		return nil, fmt.Errorf("default limits: %w", err)
+	}
+	o := &Overrides{defaults: defaults, tenants: make(map[string]*Limits, len(tenants))}
+	for id, node := range tenants {
+		l := defaults
+		if err := decodeStrict(&node, &l); err != nil {
+			return nil, fmt.Errorf("limits of tenant %q: %w", id, err)
+		}
+		if err := l.Validate(); err != nil {
+			return nil, fmt.Errorf("limits of tenant %q: %w", id, err)
+		}
+		o.tenants[id] = &l
+	}
+	return o, nil
+}
+
+// For returns the limits of tenant. The result must not be modified.
+func (o *Overrides) For(tenant string) *Limits {
+	if l, ok := o.tenants[tenant]; ok {
+		return l
+	}
+	return &o.defaults
+}
+
+// decodeStrict decodes node into l, failing on keys Limits does not have
+// (yaml.Node.Decode alone ignores them).
+func decodeStrict(node *yaml.Node, l *Limits) error {
+	raw, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	return dec.Decode(l)
+}

@@ -1,0 +1,360 @@
+// Package rwproto decodes Prometheus remote-write 1.0 requests
+// (prometheus.WriteRequest) without allocating per series or per sample.
+//
+// Label names and values in a decoded Request point into the buffer it was
+// decoded from: they are valid only while that buffer is neither reused nor
+// modified, and a Request is reused across calls to Unmarshal. Whoever keeps a
+// string past the request must copy it (strings.Clone, or labels built by a
+// labels.ScratchBuilder).
+package rwproto
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// Request is a decoded remote-write request, reused across Unmarshal calls.
+type Request struct {
+	Timeseries []TimeSeries
+	Metadata   []Metadata
+}
+
+// TimeSeries is one series of a request with its samples.
+type TimeSeries struct {
+	// Labels are the series' labels in the order they were sent, at most
+	// Limits.MaxLabelsPerSeries+1 of them; NumLabels counts all that were sent.
+	Labels     []labels.Label
+	NumLabels  int
+	Samples    []Sample
+	Exemplars  []Exemplar
+	Histograms []prompb.Histogram
+	// Raw is the series' own protobuf encoding (the TimeSeries message body),
+	// so it can be forwarded to another process without encoding it again.
+	Raw []byte
+}
+
+// Sample is one float sample.
+type Sample struct {
+	Timestamp int64
+	Value     float64
+}
+
+// Exemplar is one exemplar of a series.
+type Exemplar struct {
+	Labels    []labels.Label
+	Value     float64
+	Timestamp int64
+}
+
+// Metadata describes a metric family.
+type Metadata struct {
+	Type             prompb.MetricMetadata_MetricType
+	MetricFamilyName string
+	Help             string
+	Unit             string
+}
+
+// Limits bound how much memory decoding may use, whatever the input: a
+// request of tiny series would otherwise cost many times its size in structs.
+type Limits struct {
+	MaxSeries          int
+	MaxLabelsPerSeries int
+}
+
+// Errors that a malformed request yields.
+var (
+	ErrTruncated = errors.New("protobuf message truncated")
+	ErrVarint    = errors.New("protobuf varint overflows 64 bits")
+)
+
+// Reset empties the request but keeps its allocated capacity.
+func (r *Request) Reset() {
+	r.Timeseries = r.Timeseries[:0]
+	r.Metadata = r.Metadata[:0]
+}
+
+// NumSamples counts the float and histogram samples of the request.
+func (r *Request) NumSamples() int {
+	n := 0
+	for i := range r.Timeseries {
+		n += len(r.Timeseries[i].Samples) + len(r.Timeseries[i].Histograms)
+	}
+	return n
+}
+
+// Unmarshal decodes buf, a prometheus.WriteRequest, into r. Strings in r
+// point into buf afterwards.
+func (r *Request) Unmarshal(buf []byte, lim Limits) error {
+	r.Reset()
+	d := decoder{buf: buf}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		switch {
+		case field == 1 && wire == wireBytes:
+			b, err := d.bytes()
+			if err != nil {
+				return fmt.Errorf("timeseries %d: %w", len(r.Timeseries), err)
+			}
+			if lim.MaxSeries > 0 && len(r.Timeseries) >= lim.MaxSeries {
+				return fmt.Errorf("request has more than %d series (-distributor.max-series-per-request)", lim.MaxSeries)
+			}
+			ts := r.nextSeries()
+			if err := ts.unmarshal(b, lim.MaxLabelsPerSeries); err != nil {
+				return fmt.Errorf("timeseries %d: %w", len(r.Timeseries)-1, err)
+			}
+		case field == 3 && wire == wireBytes:
+			b, err := d.bytes()
+			if err != nil {
+				return fmt.Errorf("metadata %d: %w", len(r.Metadata), err)
+			}
+			r.Metadata = append(r.Metadata, Metadata{})
+			if err := r.Metadata[len(r.Metadata)-1].unmarshal(b); err != nil {
+				return fmt.Errorf("metadata %d: %w", len(r.Metadata)-1, err)
+			}
+		default:
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// nextSeries extends Timeseries by one element, reusing the element's slices
+// from an earlier request when there is capacity.
+func (r *Request) nextSeries() *TimeSeries {
+	n := len(r.Timeseries)
+	if n < cap(r.Timeseries) {
+		r.Timeseries = r.Timeseries[:n+1]
+		ts := &r.Timeseries[n]
+		ts.Labels, ts.Samples, ts.Exemplars, ts.Histograms = ts.Labels[:0], ts.Samples[:0], ts.Exemplars[:0], ts.Histograms[:0]
+		ts.NumLabels, ts.Raw = 0, nil
+		return ts
+	}
+	r.Timeseries = append(r.Timeseries, TimeSeries{})
+	return &r.Timeseries[n]
+}
+
+func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int) error {
+	ts.Raw = buf
+	d := decoder{buf: buf}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		if wire != wireBytes || field < 1 || field > 4 {
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := d.bytes()
+		if err != nil {
+			return err
+		}
+		switch field {
+		case 1:
+			ts.NumLabels++
+			if maxLabels > 0 && len(ts.Labels) > maxLabels {
+				continue // kept for the error message only through NumLabels
+			}
+			ts.Labels = append(ts.Labels, labels.Label{})
+			if err := unmarshalLabel(b, &ts.Labels[len(ts.Labels)-1]); err != nil {
+				return fmt.Errorf("label %d: %w", ts.NumLabels-1, err)
+			}
+		case 2:
+			ts.Samples = append(ts.Samples, Sample{})
+			if err := ts.Samples[len(ts.Samples)-1].unmarshal(b); err != nil {
+				return fmt.Errorf("sample %d: %w", len(ts.Samples)-1, err)
+			}
+		case 3:
+			if err := ts.appendExemplar(b, maxLabels); err != nil {
+				return fmt.Errorf("exemplar %d: %w", len(ts.Exemplars)-1, err)
+			}
+		case 4:
+			if err := ts.appendHistogram(b); err != nil {
+				return fmt.Errorf("histogram %d: %w", len(ts.Histograms)-1, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int) error {
+	n := len(ts.Exemplars)
+	if n < cap(ts.Exemplars) {
+		ts.Exemplars = ts.Exemplars[:n+1]
+		ts.Exemplars[n] = Exemplar{Labels: ts.Exemplars[n].Labels[:0]}
+	} else {
+		ts.Exemplars = append(ts.Exemplars, Exemplar{})
+	}
+	e := &ts.Exemplars[n]
+	d := decoder{buf: b}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		switch {
+		case field == 1 && wire == wireBytes:
+			lb, err := d.bytes()
+			if err != nil {
+				return err
+			}
+			if maxLabels > 0 && len(e.Labels) > maxLabels {
+				return fmt.Errorf("exemplar has more than %d labels", maxLabels)
+			}
+			e.Labels = append(e.Labels, labels.Label{})
+			if err := unmarshalLabel(lb, &e.Labels[len(e.Labels)-1]); err != nil {
+				return err
+			}
+		case field == 2 && wire == wireFixed64:
+			v, err := d.fixed64()
+			if err != nil {
+				return err
+			}
+			e.Value = math.Float64frombits(v)
+		case field == 3 && wire == wireVarint:
+			v, err := d.varint()
+			if err != nil {
+				return err
+			}
+			e.Timestamp = int64(v)
+		default:
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// appendHistogram decodes a native histogram with prompb's generated code,
+// reusing the slices of an earlier request's histogram at the same position.
+func (ts *TimeSeries) appendHistogram(b []byte) error {
+	n := len(ts.Histograms)
+	if n < cap(ts.Histograms) {
+		ts.Histograms = ts.Histograms[:n+1]
+		old := ts.Histograms[n]
+		ts.Histograms[n] = prompb.Histogram{
+			NegativeSpans:  old.NegativeSpans[:0],
+			NegativeDeltas: old.NegativeDeltas[:0],
+			NegativeCounts: old.NegativeCounts[:0],
+			PositiveSpans:  old.PositiveSpans[:0],
+			PositiveDeltas: old.PositiveDeltas[:0],
+			PositiveCounts: old.PositiveCounts[:0],
+			CustomValues:   old.CustomValues[:0],
+		}
+	} else {
+		ts.Histograms = append(ts.Histograms, prompb.Histogram{})
+	}
+	return ts.Histograms[n].Unmarshal(b)
+}
+
+func unmarshalLabel(b []byte, l *labels.Label) error {
+	d := decoder{buf: b}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		if wire != wireBytes || (field != 1 && field != 2) {
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+			continue
+		}
+		s, err := d.bytes()
+		if err != nil {
+			return err
+		}
+		if field == 1 {
+			l.Name = yoloString(s)
+		} else {
+			l.Value = yoloString(s)
+		}
+	}
+	return nil
+}
+
+func (s *Sample) unmarshal(b []byte) error {
+	*s = Sample{}
+	d := decoder{buf: b}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		switch {
+		case field == 1 && wire == wireFixed64:
+			v, err := d.fixed64()
+			if err != nil {
+				return err
+			}
+			s.Value = math.Float64frombits(v)
+		case field == 2 && wire == wireVarint:
+			v, err := d.varint()
+			if err != nil {
+				return err
+			}
+			s.Timestamp = int64(v)
+		default:
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Metadata) unmarshal(b []byte) error {
+	d := decoder{buf: b}
+	for d.more() {
+		field, wire, err := d.tag()
+		if err != nil {
+			return err
+		}
+		switch {
+		case field == 1 && wire == wireVarint:
+			v, err := d.varint()
+			if err != nil {
+				return err
+			}
+			m.Type = prompb.MetricMetadata_MetricType(v)
+		case (field == 2 || field == 4 || field == 5) && wire == wireBytes:
+			s, err := d.bytes()
+			if err != nil {
+				return err
+			}
+			switch field {
+			case 2:
+				m.MetricFamilyName = yoloString(s)
+			case 4:
+				m.Help = yoloString(s)
+			case 5:
+				m.Unit = yoloString(s)
+			}
+		default:
+			if err := d.skip(wire); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func yoloString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

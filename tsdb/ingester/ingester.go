@@ -1,0 +1,363 @@
+// Package ingester stores each tenant's series in its own Prometheus TSDB
+// (head, WAL and 2-hour blocks under the data dir), answers queries over
+// them, and closes the heads of tenants that stopped writing.
+package ingester
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/util/compression"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// Config configures the ingester.
+type Config struct {
+	// Dir holds one TSDB directory per tenant; set from -data.dir.
+	Dir                  string         `yaml:"-"`
+	BlockRange           time.Duration  `yaml:"block_range"`
+	Retention            model.Duration `yaml:"retention_period"`
+	WALCompression       bool           `yaml:"wal_compression"`
+	CloseIdleTenantAfter time.Duration  `yaml:"close_idle_tenant_after"`
+	MetadataRetainPeriod time.Duration  `yaml:"metadata_retain_period"`
+	StripeSize           int            `yaml:"stripe_size"`
+	OpenConcurrency      int            `yaml:"open_concurrency"`
+}
+
+// RegisterFlags registers the ingester flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.DurationVar(&c.BlockRange, "ingester.block-range", 2*time.Hour, "Time range of the blocks cut from a tenant's head.")
+	c.Retention = model.Duration(15 * 24 * time.Hour)
+	f.Var(&c.Retention, "ingester.retention-period", "How long blocks are kept on local disk.")
+	f.BoolVar(&c.WALCompression, "ingester.wal-compression", true, "Compress the WAL with snappy.")
+	f.DurationVar(&c.CloseIdleTenantAfter, "ingester.close-idle-tenant-after", time.Hour, "Flush and close the head of a tenant that received no write for this long. 0 keeps heads open.")
+	f.DurationVar(&c.MetadataRetainPeriod, "ingester.metadata-retain-period", 10*time.Minute, "Forget metric metadata not received again for this long.")
+	f.IntVar(&c.StripeSize, "ingester.stripe-size", 16384, "Number of lock stripes of each tenant's series map (power of two): more for tenants with millions of series, fewer for many small tenants.")
+	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.BlockRange < time.Minute:
+		return fmt.Errorf("-ingester.block-range must be at least 1m, is %s", c.BlockRange)
+	case time.Duration(c.Retention) < c.BlockRange:
+		return fmt.Errorf("-ingester.retention-period (%s) must be at least -ingester.block-range (%s)", c.Retention, c.BlockRange)
+	case c.StripeSize <= 0 || c.StripeSize&(c.StripeSize-1) != 0:
+		return fmt.Errorf("-ingester.stripe-size must be a power of two, is %d", c.StripeSize)
+	case c.OpenConcurrency <= 0:
+		return fmt.Errorf("-ingester.open-concurrency must be positive")
+	}
+	return nil
+}
+
+// Ingester holds the tenants' TSDBs.
+type Ingester struct {
+	services.Service
+
+	cfg       Config
+	overrides *limits.Overrides
+	logger    *slog.Logger
+	now       func() time.Time
+
+	mu      sync.Mutex
+	tenants map[string]*tenantDB
+
+	metrics *metrics
+	scratch sync.Pool
+}
+
+// tenantDB is one tenant's TSDB and what the ingester keeps beside it.
+type tenantDB struct {
+	id   string
+	db   *tsdb.DB
+	reg  *prometheus.Registry
+	refs *refCache
+	meta *metadataStore
+
+	// ready is closed when opening finished; openErr says how.
+	ready   chan struct{}
+	openErr error
+
+	// inUse is held shared by every push and query, and exclusively to close.
+	inUse    sync.RWMutex
+	closed   bool
+	lastPush atomic.Int64
+}
+
+// New returns an ingester; it opens the tenants found on disk when started.
+func New(cfg Config, overrides *limits.Overrides, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	i := &Ingester{
+		cfg:       cfg,
+		overrides: overrides,
+		logger:    logger.With("component", "ingester"),
+		now:       time.Now,
+		tenants:   map[string]*tenantDB{},
+		scratch:   newScratchPool(),
+	}
+	i.metrics = newMetrics(reg, i)
+	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)
+	return i, nil
+}
+
+// starting replays the WAL of every tenant on disk: the ingester is not
+// ready, and takes no writes, until every acknowledged sample is back.
+func (i *Ingester) starting(ctx context.Context) error {
+	if err := os.MkdirAll(i.cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("create tsdb dir: %w", err)
+	}
+	entries, err := os.ReadDir(i.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("list tenants: %w", err)
+	}
+	start := i.now()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(i.cfg.OpenConcurrency)
+	for _, e := range entries {
+		if !e.IsDir() || tenant.Validate(e.Name()) != nil {
+			continue
+		}
+		id := e.Name()
+		g.Go(func() error {
+			t, err := i.tenant(ctx, id, true)
+			if err != nil {
+				return fmt.Errorf("open tenant %q: %w", id, err)
+			}
+			t.inUse.RUnlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	i.logger.Info("tenants opened", "tenants", len(entries), "duration", i.now().Sub(start))
+	return nil
+}
+
+func (i *Ingester) running(ctx context.Context) error {
+	t := time.NewTicker(idleCheckInterval(i.cfg.CloseIdleTenantAfter))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			i.housekeeping(ctx)
+		}
+	}
+}
+
+func idleCheckInterval(idle time.Duration) time.Duration {
+	if idle > 0 && idle/4 < time.Minute {
+		return max(idle/4, time.Second)
+	}
+	return time.Minute
+}
+
+// stopping closes every head, which syncs its WAL.
+func (i *Ingester) stopping(_ error) error {
+	i.mu.Lock()
+	tenants := make([]*tenantDB, 0, len(i.tenants))
+	for _, t := range i.tenants {
+		tenants = append(tenants, t)
+	}
+	i.mu.Unlock()
+	var errs []error
+	for _, t := range tenants {
+		<-t.ready
+		if err := i.closeTenant(t, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tenant returns the tenant's open TSDB, opening it if needed. With create
+// false, a tenant that has no directory yet is not created and nil is returned.
+// The caller must release the returned tenant with t.inUse.RUnlock.
+func (i *Ingester) tenant(ctx context.Context, id string, create bool) (*tenantDB, error) {
+	for {
+		i.mu.Lock()
+		t, ok := i.tenants[id]
+		if !ok {
+			if !create {
+				if _, err := os.Stat(filepath.Join(i.cfg.Dir, id)); err != nil {
+					i.mu.Unlock()
+					return nil, nil
+				}
+			}
+			t = &tenantDB{id: id, ready: make(chan struct{})}
+			i.tenants[id] = t
+			i.mu.Unlock()
+			t.openErr = i.open(t)
+			close(t.ready)
+			if t.openErr != nil {
+				i.mu.Lock()
+				delete(i.tenants, id)
+				i.mu.Unlock()
+				return nil, t.openErr
+			}
+		} else {
+			i.mu.Unlock()
+		}
+		select {
+		case <-t.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if t.openErr != nil {
+			return nil, t.openErr
+		}
+		t.inUse.RLock()
+		if !t.closed {
+			return t, nil
+		}
+		t.inUse.RUnlock() // closed meanwhile for being idle: open it again
+	}
+}
+
+func (i *Ingester) open(t *tenantDB) error {
+	l := i.overrides.For(t.id)
+	t.refs = newRefCache()
+	t.meta = newMetadataStore()
+	t.reg = prometheus.NewRegistry()
+	t.lastPush.Store(i.now().UnixNano())
+	tracker := newSeriesTracker(t.id, func() *limits.Limits { return i.overrides.For(t.id) }, t.refs, i.metrics.activeSeries.WithLabelValues(t.id))
+
+	opts := tsdb.DefaultOptions()
+	opts.MinBlockDuration = i.cfg.BlockRange.Milliseconds()
+	opts.MaxBlockDuration = i.cfg.BlockRange.Milliseconds()
+	opts.RetentionDuration = time.Duration(i.cfg.Retention).Milliseconds()
+	opts.OutOfOrderTimeWindow = time.Duration(l.OutOfOrderTimeWindow).Milliseconds()
+	opts.EnableExemplarStorage = l.MaxExemplars > 0
+	opts.MaxExemplars = int64(l.MaxExemplars)
+	opts.StripeSize = i.cfg.StripeSize
+	opts.SeriesLifecycleCallback = tracker
+	opts.EnableOverlappingCompaction = false
+	opts.WALCompression = compression.None
+	if i.cfg.WALCompression {
+		opts.WALCompression = compression.Snappy
+	}
+	db, err := tsdb.Open(filepath.Join(i.cfg.Dir, t.id), i.logger.With("tenant", t.id), t.reg, opts, nil)
+	if err != nil {
+		i.metrics.activeSeries.DeleteLabelValues(t.id)
+		return fmt.Errorf("open tsdb of tenant %q: %w", t.id, err)
+	}
+	t.db = db
+	i.logger.Debug("tenant opened", "tenant", t.id, "series", db.Head().NumSeries())
+	return nil
+}
+
+// housekeeping closes idle tenants and forgets stale metadata.
+func (i *Ingester) housekeeping(ctx context.Context) {
+	now := i.now()
+	i.mu.Lock()
+	tenants := make([]*tenantDB, 0, len(i.tenants))
+	for _, t := range i.tenants {
+		tenants = append(tenants, t)
+	}
+	i.mu.Unlock()
+	for _, t := range tenants {
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-t.ready:
+		default:
+			continue // still opening
+		}
+		if t.openErr != nil {
+			continue
+		}
+		t.meta.purge(now.Add(-i.cfg.MetadataRetainPeriod))
+		idle := now.Sub(time.Unix(0, t.lastPush.Load()))
+		if i.cfg.CloseIdleTenantAfter > 0 && idle > i.cfg.CloseIdleTenantAfter {
+			if err := i.closeTenant(t, true); err != nil {
+				i.logger.Error("close idle tenant", "tenant", t.id, "err", err)
+			}
+		}
+	}
+}
+
+// closeTenant closes a tenant's TSDB. When idle, its head is first compacted
+// into a block so the next open replays nothing, and a tenant in use is left
+// alone.
+func (i *Ingester) closeTenant(t *tenantDB, idle bool) error {
+	if idle {
+		if !t.inUse.TryLock() {
+			return nil
+		}
+	} else {
+		t.inUse.Lock()
+	}
+	defer t.inUse.Unlock()
+	if t.closed {
+		return nil
+	}
+	if idle {
+		if err := flushHead(t.db); err != nil {
+			return fmt.Errorf("flush head of tenant %q: %w", t.id, err)
+		}
+	}
+	t.closed = true
+	i.mu.Lock()
+	if i.tenants[t.id] == t {
+		delete(i.tenants, t.id)
+	}
+	i.mu.Unlock()
+	i.metrics.activeSeries.DeleteLabelValues(t.id)
+	if err := t.db.Close(); err != nil {
+		return fmt.Errorf("close tsdb of tenant %q: %w", t.id, err)
+	}
+	i.logger.Info("tenant closed", "tenant", t.id, "idle", idle)
+	return nil
+}
+
+// flushHead writes everything in the head, in-order and out-of-order, to blocks.
+func flushHead(db *tsdb.DB) error {
+	h := db.Head()
+	if h.NumSeries() > 0 && h.MinTime() <= h.MaxTime() {
+		if err := db.CompactHead(tsdb.NewRangeHead(h, h.MinTime(), h.MaxTime())); err != nil {
+			return err
+		}
+	}
+	return db.CompactOOOHead(context.Background())
+}
+
+// errNotRunning answers writes and reads before the WAL replay finished.
+func (i *Ingester) errNotRunning() error {
+	if s := i.State(); s != services.Running {
+		return rpc.Errorf(rpc.CauseUnavailable, "ingester is %s, not yet running: its WAL replay has not finished", s)
+	}
+	return nil
+}
+
+// Tenants lists the tenants with an open TSDB.
+func (i *Ingester) Tenants() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	ids := make([]string, 0, len(i.tenants))
+	for id := range i.tenants {
+		ids = append(ids, id)
+	}
+	return ids
+}

@@ -1,0 +1,109 @@
+package ingester
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+)
+
+// maxMetadataPerFamily bounds how many differing descriptions of one metric
+// family a tenant keeps.
+const maxMetadataPerFamily = 10
+
+// metadataStore keeps the metric metadata senders send, in memory: senders
+// send it again every minute, so it comes back soon after a restart.
+type metadataStore struct {
+	mu       sync.Mutex
+	families map[string]map[metadata.Metadata]time.Time
+}
+
+func newMetadataStore() *metadataStore {
+	return &metadataStore{families: map[string]map[metadata.Metadata]time.Time{}}
+}
+
+func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
+	if len(ms) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range ms {
+		md := metadata.Metadata{Type: metricType(m.Type), Help: m.Help, Unit: m.Unit}
+		fam, ok := s.families[m.MetricFamilyName]
+		if !ok {
+			fam = map[metadata.Metadata]time.Time{}
+			s.families[strings.Clone(m.MetricFamilyName)] = fam
+		}
+		if _, ok := fam[md]; !ok {
+			if len(fam) >= maxMetadataPerFamily {
+				continue
+			}
+			md.Help, md.Unit = strings.Clone(md.Help), strings.Clone(md.Unit)
+		}
+		fam[md] = now
+	}
+}
+
+// purge forgets metadata not sent since before.
+func (s *metadataStore) purge(before time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, fam := range s.families {
+		for md, seen := range fam {
+			if seen.Before(before) {
+				delete(fam, md)
+			}
+		}
+		if len(fam) == 0 {
+			delete(s.families, name)
+		}
+	}
+}
+
+// get returns metadata by family, limited as the Prometheus API limits it.
+func (s *metadataStore) get(metric string, limit, limitPerMetric int) map[string][]metadata.Metadata {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]metadata.Metadata{}
+	for name, fam := range s.families {
+		if metric != "" && name != metric {
+			continue
+		}
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		for md := range fam {
+			if limitPerMetric > 0 && len(out[name]) >= limitPerMetric {
+				break
+			}
+			out[name] = append(out[name], md)
+		}
+	}
+	return out
+}
+
+func metricType(t prompb.MetricMetadata_MetricType) model.MetricType {
+	switch t {
+	case prompb.MetricMetadata_COUNTER:
+		return model.MetricTypeCounter
+	case prompb.MetricMetadata_GAUGE:
+		return model.MetricTypeGauge
+	case prompb.MetricMetadata_HISTOGRAM:
+		return model.MetricTypeHistogram
+	case prompb.MetricMetadata_GAUGEHISTOGRAM:
+		return model.MetricTypeGaugeHistogram
+	case prompb.MetricMetadata_SUMMARY:
+		return model.MetricTypeSummary
+	case prompb.MetricMetadata_INFO:
+		return model.MetricTypeInfo
+	case prompb.MetricMetadata_STATESET:
+		return model.MetricTypeStateset
+	}
+	return model.MetricTypeUnknown
+}

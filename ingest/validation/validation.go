@@ -80,12 +80,63 @@ func formatSeries(ls []labels.Label) string {
 // goroutines.
 type Validator struct {
 	scheme model.ValidationScheme
+	legacy bool
 }
 
 // New returns a validator for label names of the given scheme
 // (model.LegacyValidation or model.UTF8Validation).
 func New(scheme model.ValidationScheme) *Validator {
-	return &Validator{scheme: scheme}
+	return &Validator{scheme: scheme, legacy: scheme == model.LegacyValidation}
+}
+
+// Character classes of legacy names, by byte.
+const (
+	labelStart  = 1 << iota // [a-zA-Z_]
+	labelChar               // [a-zA-Z0-9_]
+	metricStart             // [a-zA-Z_:]
+	metricChar              // [a-zA-Z0-9_:]
+)
+
+// legacyClass is an immutable lookup table: a byte loop over it is several
+// times faster than the rune-based checks of the model package.
+var legacyClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+			t[c] = labelStart | labelChar | metricStart | metricChar
+		case c >= '0' && c <= '9':
+			t[c] = labelChar | metricChar
+		case c == ':':
+			t[c] = metricStart | metricChar
+		}
+	}
+	return t
+}()
+
+func validLegacyName(s string, start, char uint8) bool {
+	if len(s) == 0 || legacyClass[s[0]]&start == 0 {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if legacyClass[s[i]]&char == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *Validator) validLabelName(s string) bool {
+	if v.legacy {
+		return validLegacyName(s, labelStart, labelChar)
+	}
+	return v.scheme.IsValidLabelName(s)
+}
+
+func (v *Validator) validMetricName(s string) bool {
+	if v.legacy {
+		return validLegacyName(s, metricStart, metricChar)
+	}
+	return v.scheme.IsValidMetricName(s)
 }
 
 // Series checks one series against l at time nowMs, and drops its invalid
@@ -136,7 +187,7 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 		case len(lb.Name) > l.MaxLabelNameLength:
 			return newError(LabelNameTooLong, ts, "label name %.64q… is %d bytes long, more than the limit of %d (-validation.max-length-label-name)",
 				lb.Name, len(lb.Name), l.MaxLabelNameLength)
-		case !v.scheme.IsValidLabelName(lb.Name):
+		case !v.validLabelName(lb.Name):
 			return newError(InvalidLabelName, ts, "invalid label name %q", lb.Name)
 		case len(lb.Value) > l.MaxLabelValueLength:
 			return newError(LabelValueTooLong, ts, "value of label %q is %d bytes long, more than the limit of %d (-validation.max-length-label-value)",
@@ -148,16 +199,16 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 		}
 		if i > 0 {
 			prev := ts.Labels[i-1].Name
-			if lb.Name == prev {
-				return newError(DuplicateLabel, ts, "duplicate label name %q", lb.Name)
-			}
-			if lb.Name < prev {
+			if c := strings.Compare(lb.Name, prev); c <= 0 {
+				if c == 0 {
+					return newError(DuplicateLabel, ts, "duplicate label name %q", lb.Name)
+				}
 				return newError(LabelsNotSorted, ts, "labels are not sorted by name: %q comes after %q", lb.Name, prev)
 			}
 		}
 		if lb.Name == labels.MetricName {
 			hasName = true
-			if !v.scheme.IsValidMetricName(lb.Value) {
+			if !v.validMetricName(lb.Value) {
 				return newError(InvalidMetricName, ts, "invalid metric name %q", lb.Value)
 			}
 		}
@@ -173,7 +224,7 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 func (v *Validator) exemplars(ts *rwproto.TimeSeries, maxT int64) int {
 	kept := ts.Exemplars[:0]
 	for _, e := range ts.Exemplars {
-		if e.Timestamp <= maxT && exemplarLabelsOK(v.scheme, e.Labels) {
+		if e.Timestamp <= maxT && v.exemplarLabelsOK(e.Labels) {
 			kept = append(kept, e)
 		}
 	}
@@ -182,10 +233,10 @@ func (v *Validator) exemplars(ts *rwproto.TimeSeries, maxT int64) int {
 	return dropped
 }
 
-func exemplarLabelsOK(scheme model.ValidationScheme, ls []labels.Label) bool {
+func (v *Validator) exemplarLabelsOK(ls []labels.Label) bool {
 	runes := 0
 	for _, l := range ls {
-		if !scheme.IsValidLabelName(l.Name) || !utf8.ValidString(l.Value) {
+		if !v.validLabelName(l.Name) || !utf8.ValidString(l.Value) {
 			return false
 		}
 		runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value)

@@ -124,3 +124,23 @@ func BenchmarkSeries(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// TestLegacyNamesMatchModel checks the lookup table against the model
+// package's definition of legacy names.
+func TestLegacyNamesMatchModel(t *testing.T) {
+	v := New(model.LegacyValidation)
+	for _, s := range []string{"", "a", "_", ":", "a:b", "1a", "a1", "__name__", "a-b", "a.b", "é", "A_Z_0_9", ":x", "x:", "\xff", "a b"} {
+		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), v.validLabelName(s), "label name %q", s)
+		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), v.validMetricName(s), "metric name %q", s)
+	}
+}
+
+func FuzzLegacyNames(f *testing.F) {
+	f.Add("node_cpu_seconds_total")
+	f.Add("a:b")
+	f.Fuzz(func(t *testing.T, s string) {
+		v := New(model.LegacyValidation)
+		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), v.validLabelName(s))
+		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), v.validMetricName(s))
+	})
+}

@@ -27,12 +27,16 @@ type decoder struct {
 func (d *decoder) more() bool { return d.pos < len(d.buf) }
 
 func (d *decoder) varint() (uint64, error) {
-	// Fast path: one byte.
+	// One-byte varints are nearly all of them: keep this path inlinable.
 	if d.pos < len(d.buf) && d.buf[d.pos] < 0x80 {
 		v := uint64(d.buf[d.pos])
 		d.pos++
 		return v, nil
 	}
+	return d.varintSlow()
+}
+
+func (d *decoder) varintSlow() (uint64, error) {
 	var v uint64
 	for shift := uint(0); ; shift += 7 {
 		if shift >= 64 {

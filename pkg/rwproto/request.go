@@ -261,6 +261,16 @@ func (ts *TimeSeries) appendHistogram(b []byte) error {
 }
 
 func unmarshalLabel(b []byte, l *labels.Label) error {
+	// Fast path for the shape every sender produces: name (field 1) then
+	// value (field 2), each shorter than 128 bytes.
+	if len(b) >= 4 && b[0] == 0x0a && b[1] < 0x80 {
+		n := int(b[1])
+		if v := 2 + n; v+2 <= len(b) && b[v] == 0x12 && b[v+1] < 0x80 && v+2+int(b[v+1]) == len(b) {
+			l.Name = yoloString(b[2:v])
+			l.Value = yoloString(b[v+2:])
+			return nil
+		}
+	}
 	d := decoder{buf: b}
 	for d.more() {
 		field, wire, err := d.tag()

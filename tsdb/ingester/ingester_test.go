@@ -156,10 +156,15 @@ func TestRefCacheCollisionIsHarmless(t *testing.T) {
 	// Pretend b hashes like a: the lookup must see that the labels differ.
 	c.put(42, refCacheEntry{ref: 7, lset: a})
 	enc := encodeLabels(nil, b)
-	_, ok, _ := c.get(42, enc, nil)
+	_, ok := c.get(42, enc)
 	require.False(t, ok)
-	_, ok, _ = c.get(42, a.Bytes(nil), nil)
+	_, ok = c.get(42, a.Bytes(nil))
 	require.True(t, ok)
+}
+
+func TestLabelsDataIsTheEncoding(t *testing.T) {
+	ls := labels.FromStrings("__name__", "up", "job", "a")
+	require.Equal(t, string(ls.Bytes(nil)), labelsData(ls))
 }
 
 func TestEncodeLabelsMatchesStringlabels(t *testing.T) {

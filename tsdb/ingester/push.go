@@ -24,7 +24,6 @@ import (
 // allocates nothing.
 type pushScratch struct {
 	enc       []byte
-	cmp       []byte
 	builder   labels.ScratchBuilder
 	exemplars []exemplar.Exemplar
 }
@@ -77,7 +76,7 @@ func (i *Ingester) appendSeries(t *tenantDB, app storage.AppenderV2, sc *pushScr
 		e      refCacheEntry
 		cached bool
 	)
-	e, cached, sc.cmp = t.refs.get(hash, sc.enc, sc.cmp)
+	e, cached = t.refs.get(hash, sc.enc)
 	if !cached {
 		sc.builder.Reset()
 		for _, l := range ts.Labels {

@@ -1,8 +1,8 @@
 package ingester
 
 import (
-	"bytes"
 	"sync"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -64,21 +64,36 @@ func appendSized(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// get looks up the series whose encoded labels are enc. scratch is a buffer
-// for the comparison; the grown buffer is returned.
-func (c *refCache) get(hash uint64, enc, scratch []byte) (refCacheEntry, bool, []byte) {
+// get looks up the series whose encoded labels are enc.
+func (c *refCache) get(hash uint64, enc []byte) (refCacheEntry, bool) {
 	st := &c.stripes[hash%refCacheStripes]
 	st.mu.RLock()
 	e, ok := st.m[hash]
 	st.mu.RUnlock()
 	if !ok {
-		return e, false, scratch
+		return e, false
 	}
-	scratch = e.lset.Bytes(scratch[:0])
-	if !bytes.Equal(scratch, enc) {
-		return refCacheEntry{}, false, scratch // a collision: leave it to the head
+	if labelsData(e.lset) != yoloString(enc) {
+		return refCacheEntry{}, false // a collision: leave it to the head
 	}
-	return e, true, scratch
+	return e, true
+}
+
+// labelsData is the stringlabels encoding that a labels.Labels wraps, read
+// in place: copying it out for every sample's comparison costs a tenth of the
+// write path. The size check below breaks the build under the slicelabels or
+// dedupelabels tags, whose Labels are not a single string.
+func labelsData(ls labels.Labels) string {
+	return *(*string)(unsafe.Pointer(&ls))
+}
+
+var _ [unsafe.Sizeof("") - unsafe.Sizeof(labels.Labels{})]struct{}
+
+func yoloString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // put records a series; a colliding entry of another series is kept.

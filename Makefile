@@ -31,6 +31,8 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./pkg/rwproto
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./pkg/tenant
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./ingest/remotewrite
+	$(GO) test -run '^$$' -fuzz '^FuzzLegacyNames$$' -fuzztime $(FUZZTIME) ./pkg/validation
 
 # End-to-end tests: real isobar processes, a real Prometheus.
 e2e: build
@@ -38,7 +40,7 @@ e2e: build
 
 # Go micro-benchmarks of the hot paths.
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/rwproto ./ingest/validation ./tsdb/ingester ./querier/api
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/rwproto ./pkg/validation ./tsdb/ingester ./querier/api ./cmd/isobar/app
 
 # Load test against a running isobar (make run in another terminal).
 bench:

@@ -15,28 +15,25 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/prometheus/common/model"
 	"golang.org/x/time/rate"
 
-	"github.com/isobar-tsdb/isobar/ingest/validation"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/pkg/validation"
 )
 
 // Config configures the distributor.
 type Config struct {
-	MaxRecvMsgSize      int    `yaml:"max_recv_msg_size"`
-	MaxSeriesPerRequest int    `yaml:"max_series_per_request"`
-	NameValidation      string `yaml:"name_validation_scheme"`
+	MaxRecvMsgSize      int `yaml:"max_recv_msg_size"`
+	MaxSeriesPerRequest int `yaml:"max_series_per_request"`
 }
 
 // RegisterFlags registers the distributor flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
 	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", 100_000, "Maximum number of series in one remote-write request.")
-	f.StringVar(&c.NameValidation, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8.")
 }
 
 // Validate checks the configuration.
@@ -44,18 +41,7 @@ func (c *Config) Validate() error {
 	if c.MaxRecvMsgSize <= 0 || c.MaxSeriesPerRequest <= 0 {
 		return fmt.Errorf("-distributor.max-recv-msg-size and -distributor.max-series-per-request must be positive")
 	}
-	_, err := c.scheme()
-	return err
-}
-
-func (c *Config) scheme() (model.ValidationScheme, error) {
-	switch c.NameValidation {
-	case "legacy":
-		return model.LegacyValidation, nil
-	case "utf8":
-		return model.UTF8Validation, nil
-	}
-	return 0, fmt.Errorf("unknown -validation.name-validation-scheme %q: use legacy or utf8", c.NameValidation)
+	return nil
 }
 
 // Distributor validates, rate-limits and forwards remote writes.
@@ -64,7 +50,6 @@ type Distributor struct {
 
 	cfg       Config
 	overrides *limits.Overrides
-	validator *validation.Validator
 	pusher    rpc.Pusher
 	logger    *slog.Logger
 	now       func() time.Time
@@ -89,11 +74,9 @@ func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slo
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	scheme, _ := cfg.scheme()
 	d := &Distributor{
 		cfg:       cfg,
 		overrides: overrides,
-		validator: validation.New(scheme),
 		pusher:    pusher,
 		logger:    logger.With("component", "distributor"),
 		now:       time.Now,
@@ -107,11 +90,11 @@ func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slo
 			Help: "Exemplars received, before validation, by tenant.",
 		}, []string{"tenant"}),
 		discardedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-			Name: "isobar_discarded_samples_total",
-			Help: "Samples rejected by validation or limits, by tenant and reason.",
+			Name: "isobar_distributor_discarded_samples_total",
+			Help: "Samples the distributor rejected, by tenant and reason (label problems are counted by the ingester).",
 		}, []string{"tenant", "reason"}),
 		discardedExempl: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-			Name: "isobar_discarded_exemplars_total",
+			Name: "isobar_distributor_discarded_exemplars_total",
 			Help: "Exemplars dropped by validation, by tenant.",
 		}, []string{"tenant"}),
 	}
@@ -169,8 +152,10 @@ type invalidSeries struct {
 	first *validation.Error
 }
 
-// validate moves the valid series of req to its front and truncates it to
-// them, so the rest of the path sees only valid series.
+// validate checks the samples of each series, moves the valid series of req
+// to its front and truncates it to them, so the rest of the path sees only
+// valid series. Labels are checked by the ingester when it meets a series
+// for the first time.
 func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.Request) invalidSeries {
 	var inv invalidSeries
 	nowMs := d.now().UnixMilli()
@@ -178,7 +163,7 @@ func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.R
 	droppedExemplars := 0
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
-		dropped, err := d.validator.Series(l, ts, nowMs)
+		dropped, err := validation.Samples(l, ts, nowMs)
 		droppedExemplars += dropped
 		if err != nil {
 			inv.count++

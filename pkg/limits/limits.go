@@ -25,6 +25,7 @@ type Limits struct {
 	MaxSeriesPerMetric     int            `yaml:"max_series_per_metric"`
 	OutOfOrderTimeWindow   model.Duration `yaml:"out_of_order_time_window"`
 	MaxExemplars           int            `yaml:"max_exemplars"`
+	NameValidationScheme   string         `yaml:"name_validation_scheme"`
 }
 
 // RegisterFlags registers the defaults of every limit.
@@ -40,6 +41,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxSeriesPerTenant, "ingester.max-series-per-tenant", 5_000_000, "Maximum number of active series of a tenant per ingester. 0 means no limit.")
 	f.IntVar(&l.MaxSeriesPerMetric, "ingester.max-series-per-metric", 0, "Maximum number of active series of one metric name per tenant per ingester. 0 means no limit.")
 	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")
+	f.StringVar(&l.NameValidationScheme, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8 (any UTF-8).")
 	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
 }
 
@@ -54,9 +56,14 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("label count and length limits must be positive")
 	case l.MaxSeriesPerTenant < 0 || l.MaxSeriesPerMetric < 0 || l.MaxExemplars < 0:
 		return fmt.Errorf("series and exemplar limits must not be negative")
+	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":
+		return fmt.Errorf("unknown name validation scheme %q: use legacy or utf8", l.NameValidationScheme)
 	}
 	return nil
 }
+
+// UTF8Names reports whether metric and label names may be any UTF-8.
+func (l *Limits) UTF8Names() bool { return l.NameValidationScheme == "utf8" }
 
 // Overrides answers the limits of each tenant: the defaults, overridden
 // field by field for the tenants that have an entry.

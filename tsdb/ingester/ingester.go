@@ -37,6 +37,7 @@ type Config struct {
 	CloseIdleTenantAfter time.Duration  `yaml:"close_idle_tenant_after"`
 	MetadataRetainPeriod time.Duration  `yaml:"metadata_retain_period"`
 	StripeSize           int            `yaml:"stripe_size"`
+	IsolationEnabled     bool           `yaml:"isolation_enabled"`
 	OpenConcurrency      int            `yaml:"open_concurrency"`
 }
 
@@ -49,6 +50,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.CloseIdleTenantAfter, "ingester.close-idle-tenant-after", time.Hour, "Flush and close the head of a tenant that received no write for this long. 0 keeps heads open.")
 	f.DurationVar(&c.MetadataRetainPeriod, "ingester.metadata-retain-period", 10*time.Minute, "Forget metric metadata not received again for this long.")
 	f.IntVar(&c.StripeSize, "ingester.stripe-size", 16384, "Number of lock stripes of each tenant's series map (power of two): more for tenants with millions of series, fewer for many small tenants.")
+	f.BoolVar(&c.IsolationEnabled, "ingester.isolation-enabled", false, "Hide the samples of a push from queries until all of it is appended. Costs CPU on every append and memory for every series.")
 	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
 }
 
@@ -253,6 +255,7 @@ func (i *Ingester) open(t *tenantDB) error {
 	opts.StripeSize = i.cfg.StripeSize
 	opts.SeriesLifecycleCallback = tracker
 	opts.EnableOverlappingCompaction = false
+	opts.IsolationDisabled = !i.cfg.IsolationEnabled
 	opts.WALCompression = compression.None
 	if i.cfg.WALCompression {
 		opts.WALCompression = compression.Snappy

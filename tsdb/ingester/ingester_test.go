@@ -197,6 +197,7 @@ func TestRejectedSamplesKeepTheRest(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, rpc.CauseBadData, rpc.CauseOf(err))
 	require.Contains(t, err.Error(), "3 samples were rejected")
+	require.Contains(t, err.Error(), "the others were stored")
 	require.Contains(t, err.Error(), "out-of-order")
 
 	got := readAll(t, ing, "team-a")
@@ -207,6 +208,25 @@ func TestRejectedSamplesKeepTheRest(t *testing.T) {
 	for reason, want := range map[string]float64{"sample_out_of_order": 1, "new_value_for_timestamp": 1, "series_limit": 1} {
 		require.InDelta(t, want, testutil.ToFloat64(ing.metrics.rejectedSamples.WithLabelValues("team-a", reason)), 0, reason)
 	}
+}
+
+func TestInvalidLabelsOfNewSeriesAreRejected(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	ing := startIngester(t, cfg, l, nil)
+	defer stop(t, ing)
+	ctx := tenant.With(context.Background(), "team-a")
+
+	err := ing.Push(ctx, request(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		floatSeries(t0, 1, "__name__", "up", "job", "a"),
+		floatSeries(t0, 1, "__name__", "up", "job", "b", "instance", "x"), // unsorted
+		floatSeries(t0, 1, "job", "c"),                                    // no metric name
+	}}))
+	require.Equal(t, rpc.CauseBadData, rpc.CauseOf(err))
+	require.ErrorContains(t, err, "2 samples were rejected")
+	require.ErrorContains(t, err, `labels are not sorted by name: "instance" comes after "job"`)
+	require.Equal(t, map[string][]point{`{__name__="up", job="a"}`: {{t0, 1}}}, readAll(t, ing, "team-a"))
+	require.InDelta(t, 1.0, testutil.ToFloat64(ing.metrics.rejectedSamples.WithLabelValues("team-a", "labels_not_sorted")), 0)
+	require.InDelta(t, 1.0, testutil.ToFloat64(ing.metrics.rejectedSamples.WithLabelValues("team-a", "missing_metric_name")), 0)
 }
 
 func TestOutOfOrderWindowPerTenant(t *testing.T) {

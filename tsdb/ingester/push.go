@@ -15,9 +15,11 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/pkg/validation"
 )
 
 // pushScratch is per-push memory, pooled so that a push of known series
@@ -54,9 +56,10 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 
 	var fails pushFailures
 	appended := 0
+	l := i.overrides.For(tenantID)
 	app := t.db.AppenderV2(ctx)
 	for si := range req.Timeseries {
-		appended += i.appendSeries(t, app, sc, &req.Timeseries[si], &fails)
+		appended += i.appendSeries(t, l, app, sc, &req.Timeseries[si], &fails)
 	}
 	if err := app.Commit(); err != nil {
 		return fmt.Errorf("commit samples of tenant %q: %w", tenantID, err)
@@ -69,7 +72,7 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 	return fails.err()
 }
 
-func (i *Ingester) appendSeries(t *tenantDB, app storage.AppenderV2, sc *pushScratch, ts *rwproto.TimeSeries, fails *pushFailures) (appended int) {
+func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.AppenderV2, sc *pushScratch, ts *rwproto.TimeSeries, fails *pushFailures) (appended int) {
 	sc.enc = encodeLabels(sc.enc[:0], ts.Labels)
 	hash := xxhash.Sum64(sc.enc)
 	var (
@@ -78,6 +81,12 @@ func (i *Ingester) appendSeries(t *tenantDB, app storage.AppenderV2, sc *pushScr
 	)
 	e, cached = t.refs.get(hash, sc.enc)
 	if !cached {
+		// Labels are checked once, when the ingester first meets a series:
+		// a cached series has exactly the labels that passed then.
+		if verr := validation.Labels(l, ts); verr != nil {
+			fails.addInvalid(verr, len(ts.Samples)+len(ts.Histograms))
+			return 0
+		}
 		sc.builder.Reset()
 		for _, l := range ts.Labels {
 			sc.builder.Add(l.Name, l.Value)
@@ -162,6 +171,18 @@ type pushFailures struct {
 	internal error
 }
 
+// addInvalid records a series rejected for its labels.
+func (f *pushFailures) addInvalid(err *validation.Error, samples int) {
+	if f.byReason == nil {
+		f.byReason = map[string]int{}
+	}
+	f.byReason[string(err.Reason)] += samples
+	f.badData += samples
+	if f.first == "" {
+		f.first = err.Error()
+	}
+}
+
 func (f *pushFailures) add(err error, lset labels.Labels, ts int64) {
 	reason, msg, cause := classify(err)
 	if cause == rpc.CauseInternal {
@@ -190,7 +211,7 @@ func (f *pushFailures) err() error {
 	case f.internal != nil:
 		return f.internal
 	case f.badData > 0:
-		return rpc.Errorf(rpc.CauseBadData, "%d samples were rejected by the TSDB (the others were stored); the first: %s", f.badData, f.first)
+		return rpc.Errorf(rpc.CauseBadData, "%d samples were rejected (the others were stored); the first: %s", f.badData, f.first)
 	}
 	return nil
 }

@@ -71,7 +71,10 @@ func TestSeries(t *testing.T) {
 		{name: "bad histogram", ts: badHist, reason: InvalidHistogram, msg: "invalid native histogram"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(model.LegacyValidation).Series(l, &tc.ts, now)
+			err := Labels(l, &tc.ts)
+			if err == nil {
+				_, err = Samples(l, &tc.ts, now)
+			}
 			if tc.reason == "" {
 				require.Nil(t, err)
 				return
@@ -86,10 +89,10 @@ func TestSeries(t *testing.T) {
 
 func TestUTF8Scheme(t *testing.T) {
 	ts := series("__name__", "http.server.duration", "service.name", "api")
-	_, err := New(model.UTF8Validation).Series(defaultLimits(t), &ts, now)
-	require.Nil(t, err)
-	_, err = New(model.LegacyValidation).Series(defaultLimits(t), &ts, now)
-	require.NotNil(t, err)
+	l := defaultLimits(t)
+	require.NotNil(t, Labels(l, &ts))
+	l.NameValidationScheme = "utf8"
+	require.Nil(t, Labels(l, &ts))
 }
 
 func TestExemplarsDroppedNotSeries(t *testing.T) {
@@ -99,39 +102,50 @@ func TestExemplarsDroppedNotSeries(t *testing.T) {
 		{Labels: []labels.Label{{Name: "trace_id", Value: strings.Repeat("x", 200)}}, Timestamp: now},
 		{Labels: []labels.Label{{Name: "trace_id", Value: "def"}}, Timestamp: now + 3600_000},
 	}
-	dropped, err := New(model.LegacyValidation).Series(defaultLimits(t), &ts, now)
+	dropped, err := Samples(defaultLimits(t), &ts, now)
 	require.Nil(t, err)
 	require.Equal(t, 2, dropped)
 	require.Len(t, ts.Exemplars, 1)
 	require.Equal(t, "abc", ts.Exemplars[0].Labels[0].Value)
 }
 
-// BenchmarkSeries measures validating a typical private-cloud series.
+// BenchmarkValidate measures checking a typical private-cloud series: its
+// labels (once per new series) and its samples (every request).
 //
-//	go test ./ingest/validation -run '^$' -bench . -count 6 | tee new.txt; benchstat old.txt new.txt
-func BenchmarkSeries(b *testing.B) {
+//	go test ./pkg/validation -run '^$' -bench . -count 6 | tee new.txt; benchstat old.txt new.txt
+func BenchmarkValidate(b *testing.B) {
 	ts := series("__name__", "libvirt_domain_interface_stats_receive_bytes_total", "az", "az1", "domain", "instance-0004f2a1",
 		"flavor", "m1.large", "hypervisor", "cmp-r1a-0421.dc1.example", "instance", "10.2.4.21:9177",
 		"instance_uuid", "3f2b8c1e-6a4d-4e8f-9b7a-1c2d3e4f5a6b", "job", "libvirt", "project_id", "4c8e2f1a9b7d4e6f8a0b1c2d3e4f5a6b",
 		"region", "region-one", "target_device", "tap3f2b8c1e-6a")
-	v := New(model.LegacyValidation)
 	l := defaultLimits(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Series(l, &ts, now); err != nil {
-			b.Fatal(err)
+	b.Run("part=labels", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := Labels(l, &ts); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "series/s")
+	})
+	b.Run("part=samples", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Samples(l, &ts, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+	})
 }
 
 // TestLegacyNamesMatchModel checks the lookup table against the model
 // package's definition of legacy names.
 func TestLegacyNamesMatchModel(t *testing.T) {
-	v := New(model.LegacyValidation)
+	l := &limits.Limits{NameValidationScheme: "legacy"}
 	for _, s := range []string{"", "a", "_", ":", "a:b", "1a", "a1", "__name__", "a-b", "a.b", "é", "A_Z_0_9", ":x", "x:", "\xff", "a b"} {
-		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), v.validLabelName(s), "label name %q", s)
-		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), v.validMetricName(s), "metric name %q", s)
+		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), validLabelName(l, s), "label name %q", s)
+		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), validMetricName(l, s), "metric name %q", s)
 	}
 }
 
@@ -139,8 +153,8 @@ func FuzzLegacyNames(f *testing.F) {
 	f.Add("node_cpu_seconds_total")
 	f.Add("a:b")
 	f.Fuzz(func(t *testing.T, s string) {
-		v := New(model.LegacyValidation)
-		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), v.validLabelName(s))
-		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), v.validMetricName(s))
+		l := &limits.Limits{NameValidationScheme: "legacy"}
+		require.Equal(t, model.LegacyValidation.IsValidLabelName(s), validLabelName(l, s))
+		require.Equal(t, model.LegacyValidation.IsValidMetricName(s), validMetricName(l, s))
 	})
 }

@@ -1,5 +1,10 @@
 // Package validation checks remote-write series against a tenant's limits
 // before anything is stored, and says precisely what is wrong with a series.
+//
+// Labels and Samples are separate because they run at different places:
+// samples are checked by the distributor for every request, labels only by
+// the ingester when it does not know a series yet, since a series it knows
+// carries exactly the labels that were checked when it was created.
 package validation
 
 import (
@@ -76,19 +81,6 @@ func formatSeries(ls []labels.Label) string {
 	return b.String()
 }
 
-// Validator checks series; it holds nothing that changes, so one serves all
-// goroutines.
-type Validator struct {
-	scheme model.ValidationScheme
-	legacy bool
-}
-
-// New returns a validator for label names of the given scheme
-// (model.LegacyValidation or model.UTF8Validation).
-func New(scheme model.ValidationScheme) *Validator {
-	return &Validator{scheme: scheme, legacy: scheme == model.LegacyValidation}
-}
-
 // Character classes of legacy names, by byte.
 const (
 	labelStart  = 1 << iota // [a-zA-Z_]
@@ -125,27 +117,24 @@ func validLegacyName(s string, start, char uint8) bool {
 	return true
 }
 
-func (v *Validator) validLabelName(s string) bool {
-	if v.legacy {
-		return validLegacyName(s, labelStart, labelChar)
+func validLabelName(l *limits.Limits, s string) bool {
+	if l.UTF8Names() {
+		return model.UTF8Validation.IsValidLabelName(s)
 	}
-	return v.scheme.IsValidLabelName(s)
+	return validLegacyName(s, labelStart, labelChar)
 }
 
-func (v *Validator) validMetricName(s string) bool {
-	if v.legacy {
-		return validLegacyName(s, metricStart, metricChar)
+func validMetricName(l *limits.Limits, s string) bool {
+	if l.UTF8Names() {
+		return model.UTF8Validation.IsValidMetricName(s)
 	}
-	return v.scheme.IsValidMetricName(s)
+	return validLegacyName(s, metricStart, metricChar)
 }
 
-// Series checks one series against l at time nowMs, and drops its invalid
-// exemplars (an exemplar never costs its series). The returned count is the
-// number of exemplars dropped.
-func (v *Validator) Series(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64) (droppedExemplars int, err *Error) {
-	if err := v.labels(l, ts); err != nil {
-		return 0, err
-	}
+// Samples checks the samples of one series against l at time nowMs, and
+// drops its invalid exemplars (an exemplar never costs its series). The
+// returned count is the number of exemplars dropped.
+func Samples(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64) (droppedExemplars int, err *Error) {
 	if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
 		return 0, newError(NoSamples, ts, "series has no samples")
 	}
@@ -172,10 +161,11 @@ func (v *Validator) Series(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64
 			return 0, newError(InvalidHistogram, ts, "invalid native histogram at %d: %v", h.Timestamp, verr)
 		}
 	}
-	return v.exemplars(ts, maxT), nil
+	return exemplars(l, ts, maxT), nil
 }
 
-func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
+// Labels checks the labels of one series against l.
+func Labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 	if ts.NumLabels > l.MaxLabelNamesPerSeries {
 		return newError(TooManyLabels, ts, "series has %d labels, more than the limit of %d (-validation.max-label-names-per-series)",
 			ts.NumLabels, l.MaxLabelNamesPerSeries)
@@ -187,7 +177,7 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 		case len(lb.Name) > l.MaxLabelNameLength:
 			return newError(LabelNameTooLong, ts, "label name %.64q… is %d bytes long, more than the limit of %d (-validation.max-length-label-name)",
 				lb.Name, len(lb.Name), l.MaxLabelNameLength)
-		case !v.validLabelName(lb.Name):
+		case !validLabelName(l, lb.Name):
 			return newError(InvalidLabelName, ts, "invalid label name %q", lb.Name)
 		case len(lb.Value) > l.MaxLabelValueLength:
 			return newError(LabelValueTooLong, ts, "value of label %q is %d bytes long, more than the limit of %d (-validation.max-length-label-value)",
@@ -208,7 +198,7 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 		}
 		if lb.Name == labels.MetricName {
 			hasName = true
-			if !v.validMetricName(lb.Value) {
+			if !validMetricName(l, lb.Value) {
 				return newError(InvalidMetricName, ts, "invalid metric name %q", lb.Value)
 			}
 		}
@@ -221,10 +211,10 @@ func (v *Validator) labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 
 // exemplars drops, in place, exemplars that are in the future or whose label
 // set is longer than Prometheus allows.
-func (v *Validator) exemplars(ts *rwproto.TimeSeries, maxT int64) int {
+func exemplars(l *limits.Limits, ts *rwproto.TimeSeries, maxT int64) int {
 	kept := ts.Exemplars[:0]
 	for _, e := range ts.Exemplars {
-		if e.Timestamp <= maxT && v.exemplarLabelsOK(e.Labels) {
+		if e.Timestamp <= maxT && exemplarLabelsOK(l, e.Labels) {
 			kept = append(kept, e)
 		}
 	}
@@ -233,13 +223,13 @@ func (v *Validator) exemplars(ts *rwproto.TimeSeries, maxT int64) int {
 	return dropped
 }
 
-func (v *Validator) exemplarLabelsOK(ls []labels.Label) bool {
+func exemplarLabelsOK(l *limits.Limits, ls []labels.Label) bool {
 	runes := 0
-	for _, l := range ls {
-		if !v.validLabelName(l.Name) || !utf8.ValidString(l.Value) {
+	for _, lb := range ls {
+		if !validLabelName(l, lb.Name) || !utf8.ValidString(lb.Value) {
 			return false
 		}
-		runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value)
+		runes += utf8.RuneCountInString(lb.Name) + utf8.RuneCountInString(lb.Value)
 	}
 	return runes <= exemplar.ExemplarMaxLabelSetLength
 }

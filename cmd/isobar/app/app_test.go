@@ -1,0 +1,198 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+)
+
+// startApp runs a whole process's modules in this test, on a free port.
+func startApp(t testing.TB, args ...string) (*App, string) {
+	args = append([]string{"-data.dir", t.TempDir(), "-server.http-listen-address", "127.0.0.1", "-server.http-listen-port", "0"}, args...)
+	cfg, err := Load(args)
+	require.NoError(t, err)
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool { return a.ServerAddr() != "" }, 10*time.Second, 10*time.Millisecond)
+	url := "http://" + a.ServerAddr()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 10*time.Millisecond)
+	return a, url
+}
+
+func pushBody(t testing.TB, ts int64, series ...string) []byte {
+	wr := &prompb.WriteRequest{}
+	for _, s := range series {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: s}, {Name: "job", Value: "test"}},
+			Samples: []prompb.Sample{{Value: 42, Timestamp: ts}},
+		})
+	}
+	b, err := wr.Marshal()
+	require.NoError(t, err)
+	return snappy.Encode(nil, b)
+}
+
+func do(t testing.TB, method, url, orgID string, body []byte) (int, string) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	require.NoError(t, err)
+	if orgID != "" {
+		req.Header.Set("X-Scope-OrgID", orgID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+func TestPushThenQuery(t *testing.T) {
+	_, url := startApp(t)
+	now := time.Now().UnixMilli()
+	code, msg := do(t, http.MethodPost, url+"/api/v1/push", "", pushBody(t, now, "up", "node_load1"))
+	require.Equal(t, http.StatusNoContent, code, msg)
+
+	at := fmt.Sprintf("%.3f", float64(now)/1000)
+	for _, prefix := range []string{"/api/v1", "/prometheus/api/v1"} {
+		code, body := do(t, http.MethodGet, url+prefix+"/query?query=up&time="+at, "", nil)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Equal(t, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"test"},"value":[`+at+`,"42"]}]}}`, body)
+	}
+	code, body := do(t, http.MethodGet, url+"/api/v1/label/__name__/values", "", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, `{"status":"success","data":["node_load1","up"]}`, body)
+
+	code, body = do(t, http.MethodGet, url+"/metrics", "", nil)
+	require.Equal(t, http.StatusOK, code)
+	for _, m := range []string{
+		`isobar_distributor_received_samples_total{tenant="anonymous"} 2`,
+		`isobar_ingester_active_series{tenant="anonymous"} 2`,
+		`isobar_request_duration_seconds_count{method="POST",route="POST /api/v1/push",status_code="204"} 1`,
+		`isobar_build_info{`,
+		`isobar_ingester_tsdb_head_series 2`,
+	} {
+		require.Contains(t, body, m)
+	}
+	code, _ = do(t, http.MethodGet, url+"/debug/pprof/goroutine?debug=1", "", nil)
+	require.Equal(t, http.StatusOK, code)
+}
+
+func TestMultitenancy(t *testing.T) {
+	_, url := startApp(t, "-auth.multitenancy-enabled=true")
+	now := time.Now().UnixMilli()
+	code, msg := do(t, http.MethodPost, url+"/api/v1/push", "", pushBody(t, now, "up"))
+	require.Equal(t, http.StatusUnauthorized, code, msg)
+	code, _ = do(t, http.MethodPost, url+"/api/v1/push", "a", pushBody(t, now, "only_a"))
+	require.Equal(t, http.StatusNoContent, code)
+	code, _ = do(t, http.MethodPost, url+"/api/v1/push", "b", pushBody(t, now, "only_b"))
+	require.Equal(t, http.StatusNoContent, code)
+
+	_, body := do(t, http.MethodGet, url+"/api/v1/label/__name__/values", "a", nil)
+	require.Equal(t, `{"status":"success","data":["only_a"]}`, body)
+	_, body = do(t, http.MethodGet, url+"/api/v1/label/__name__/values", "b", nil)
+	require.Equal(t, `{"status":"success","data":["only_b"]}`, body)
+	code, _ = do(t, http.MethodGet, url+"/api/v1/query?query=up", "", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, body = do(t, http.MethodGet, url+"/api/v1/status/buildinfo", "", nil)
+	require.Equal(t, http.StatusOK, code, "Grafana asks build info before it knows a tenant")
+	require.Contains(t, body, `"version":"`+Version+`"`)
+}
+
+// BenchmarkPushPath measures the whole write path in one process: HTTP
+// handler, snappy, decoding, validation, limits and the TSDB append, for a
+// request of 2000 known series, as in Prometheus' steady state.
+//
+//	go test ./cmd/isobar/app -run '^$' -bench PushPath -count 6 | tee new.txt; benchstat old.txt new.txt
+func BenchmarkPushPath(b *testing.B) {
+	cfg, err := Load([]string{"-data.dir", b.TempDir(), "-server.http-listen-address", "127.0.0.1", "-server.http-listen-port", "0"})
+	require.NoError(b, err)
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(b, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	require.Eventually(b, func() bool { return a.ingester.State().String() == "Running" }, 10*time.Second, 10*time.Millisecond)
+
+	const series = 2000
+	wr := &prompb.WriteRequest{}
+	for i := range series {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels: []prompb.Label{
+				{Name: "__name__", Value: "libvirt_domain_interface_stats_receive_bytes_total"}, {Name: "az", Value: "az1"},
+				{Name: "domain", Value: fmt.Sprintf("instance-%08x", i)}, {Name: "flavor", Value: "m1.large"},
+				{Name: "hypervisor", Value: fmt.Sprintf("cmp-r1a-%04d.dc1.example", i/40)}, {Name: "instance", Value: "10.2.4.21:9177"},
+				{Name: "instance_uuid", Value: fmt.Sprintf("3f2b8c1e-6a4d-4e8f-9b7a-%012d", i)}, {Name: "job", Value: "libvirt"},
+				{Name: "project_id", Value: "4c8e2f1a9b7d4e6f8a0b1c2d3e4f5a6b"}, {Name: "region", Value: "region-one"},
+				{Name: "target_device", Value: fmt.Sprintf("tap%08x-6a", i)},
+			},
+			Samples: []prompb.Sample{{Value: 1}},
+		})
+	}
+	t0 := time.Now().Add(-time.Hour).UnixMilli()
+	bodyAt := func(ts int64) []byte {
+		for i := range wr.Timeseries {
+			wr.Timeseries[i].Samples[0] = prompb.Sample{Timestamp: ts, Value: float64(ts % 1000)}
+		}
+		raw, err := wr.Marshal()
+		require.NoError(b, err)
+		return snappy.Encode(nil, raw)
+	}
+	// Pre-encode the requests so the benchmark measures the server only.
+	bodies := make([][]byte, 256)
+	for i := range bodies {
+		bodies[i] = bodyAt(t0 + int64(i)*15)
+	}
+	handler := a.server.srv.Handler
+	push := func(body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNoContent {
+			b.Fatalf("push: %d %s", rec.Code, strings.TrimSpace(rec.Body.String()))
+		}
+	}
+	push(bodyAt(t0 - 15)) // create the series
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if n == len(bodies) { // keep timestamps increasing, off the clock
+			b.StopTimer()
+			t0 += int64(len(bodies)) * 15
+			for i := range bodies {
+				bodies[i] = bodyAt(t0 + int64(i)*15)
+			}
+			b.StartTimer()
+			n = 0
+		}
+		push(bodies[n])
+		n++
+	}
+	b.ReportMetric(float64(series*b.N)/b.Elapsed().Seconds(), "samples/s")
+	b.ReportMetric(b.Elapsed().Seconds()*1e6/float64(series*b.N), "µs/sample")
+}

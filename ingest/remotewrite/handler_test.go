@@ -1,0 +1,167 @@
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// recorder is a Distributor that remembers what it was handed.
+type recorder struct {
+	mu      sync.Mutex
+	tenants []string
+	series  []string
+	err     error
+	max     int
+}
+
+func (r *recorder) Push(ctx context.Context, req *rwproto.Request) error {
+	id, err := tenant.From(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tenants = append(r.tenants, id)
+	for _, ts := range req.Timeseries {
+		var b strings.Builder
+		for _, l := range ts.Labels {
+			b.WriteString(l.Name + "=" + l.Value + ",")
+		}
+		r.series = append(r.series, b.String())
+	}
+	return r.err
+}
+
+func (r *recorder) RecvLimits(string) (int, rwproto.Limits) {
+	return r.max, rwproto.Limits{MaxSeries: 100, MaxLabelsPerSeries: 30}
+}
+
+func body(t testing.TB, series ...string) []byte {
+	wr := &prompb.WriteRequest{}
+	for _, name := range series {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: name}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: 1}},
+		})
+	}
+	b, err := wr.Marshal()
+	require.NoError(t, err)
+	return b
+}
+
+func serve(h http.Handler, method string, hdr map[string]string, b []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, "/api/v1/push", bytes.NewReader(b))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	tenant.Middleware(false, h).ServeHTTP(rec, req)
+	return rec
+}
+
+func TestHandler(t *testing.T) {
+	zenc, err := zstd.NewWriter(nil)
+	require.NoError(t, err)
+	valid := body(t, "up", "node_load1")
+	big := body(t, strings.Repeat("x", 5000))
+
+	for _, tc := range []struct {
+		name       string
+		method     string
+		hdr        map[string]string
+		body       []byte
+		pushErr    error
+		wantCode   int
+		wantMsg    string
+		wantSeries int
+	}{
+		{name: "snappy", hdr: map[string]string{"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}, body: snappy.Encode(nil, valid), wantCode: 204, wantSeries: 2},
+		{name: "no headers means snappy", body: snappy.Encode(nil, valid), wantCode: 204, wantSeries: 2},
+		{name: "rw1 proto param", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, body: snappy.Encode(nil, valid), wantCode: 204, wantSeries: 2},
+		{name: "zstd", hdr: map[string]string{"Content-Encoding": "zstd"}, body: zenc.EncodeAll(valid, nil), wantCode: 204, wantSeries: 2},
+		{name: "rw2", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, body: snappy.Encode(nil, valid), wantCode: 415, wantMsg: "remote write 1.0"},
+		{name: "json", hdr: map[string]string{"Content-Type": "application/json"}, body: valid, wantCode: 415, wantMsg: "application/x-protobuf"},
+		{name: "gzip", hdr: map[string]string{"Content-Encoding": "gzip"}, body: valid, wantCode: 415, wantMsg: "snappy or zstd"},
+		{name: "not snappy", body: []byte("\xff\xff\xff\xff\xffhello"), wantCode: 400, wantMsg: "decode snappy body"},
+		{name: "not protobuf", body: snappy.Encode(nil, []byte("\x0a\x7fhello")), wantCode: 400, wantMsg: "decode remote-write request"},
+		{name: "not zstd", hdr: map[string]string{"Content-Encoding": "zstd"}, body: []byte("nope"), wantCode: 400, wantMsg: "zstd"},
+		{name: "compressed too large", body: snappy.Encode(nil, bytes.Repeat(big, 2)), wantCode: 413, wantMsg: "-distributor.max-recv-msg-size"},
+		{name: "decompressed too large", body: snappy.Encode(nil, bytes.Repeat([]byte{0}, 8000)), wantCode: 413, wantMsg: "decompressed body of 8000 bytes"},
+		{name: "zstd decompressed too large", hdr: map[string]string{"Content-Encoding": "zstd"}, body: zenc.EncodeAll(bytes.Repeat([]byte{0}, 8000), nil), wantCode: 413, wantMsg: "exceeds the limit"},
+		{name: "GET", method: http.MethodGet, wantCode: 405, wantMsg: "POST"},
+		{name: "bad data from distributor", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseBadData, "1 series failed validation"), wantCode: 400, wantMsg: "1 series failed", wantSeries: 2},
+		{name: "rate limited", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseTenantLimit, "ingestion rate limit"), wantCode: 429, wantMsg: "rate limit", wantSeries: 2},
+		{name: "not ready", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseUnavailable, "replaying WAL"), wantCode: 503, wantSeries: 2},
+		{name: "our fault", body: snappy.Encode(nil, valid), pushErr: context.DeadlineExceeded, wantCode: 500, wantSeries: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &recorder{err: tc.pushErr, max: 4096}
+			method := tc.method
+			if method == "" {
+				method = http.MethodPost
+			}
+			rec := serve(New(d, slog.New(slog.DiscardHandler), prometheus.NewRegistry()), method, tc.hdr, tc.body)
+			require.Equal(t, tc.wantCode, rec.Code, rec.Body.String())
+			require.Contains(t, rec.Body.String(), tc.wantMsg)
+			require.Len(t, d.series, tc.wantSeries)
+			if tc.wantSeries > 0 {
+				require.Equal(t, []string{tenant.Anonymous}, d.tenants)
+			}
+		})
+	}
+}
+
+func TestHandlerReusesBuffersSafely(t *testing.T) {
+	d := &recorder{max: 1 << 20}
+	h := New(d, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				name := strings.Repeat(string(rune('a'+i)), 10+i)
+				rec := serve(h, http.MethodPost, nil, snappy.Encode(nil, body(t, name)))
+				require.Equal(t, 204, rec.Code)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, d.series, 400)
+	for _, s := range d.series {
+		name := strings.TrimSuffix(strings.TrimPrefix(s, "__name__="), ",")
+		require.Equal(t, strings.Repeat(name[:1], len(name)), name, "a request's strings must not be overwritten by another's")
+	}
+}
+
+// FuzzHandler feeds arbitrary bodies through the handler: whatever arrives,
+// the answer is a 2xx or 4xx, never a 5xx or a crash.
+func FuzzHandler(f *testing.F) {
+	f.Add(snappy.Encode(nil, body(f, "up")), false)
+	f.Add(body(f, "up"), false)
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00}, true)
+	f.Fuzz(func(t *testing.T, b []byte, zstdEncoding bool) {
+		hdr := map[string]string{}
+		if zstdEncoding {
+			hdr["Content-Encoding"] = "zstd"
+		}
+		rec := serve(New(&recorder{max: 1 << 16}, slog.New(slog.DiscardHandler), nil), http.MethodPost, hdr, b)
+		require.Less(t, rec.Code, 500, rec.Body.String())
+	})
+}

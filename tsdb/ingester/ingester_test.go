@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
@@ -151,20 +153,29 @@ func TestKnownSeriesAllocateNothingPerSample(t *testing.T) {
 
 func TestRefCacheCollisionIsHarmless(t *testing.T) {
 	c := newRefCache()
+	d := xxhash.New()
 	a := labels.FromStrings("__name__", "up", "job", "a")
-	b := []labels.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}
-	// Pretend b hashes like a: the lookup must see that the labels differ.
-	c.put(42, refCacheEntry{ref: 7, lset: a})
-	enc := encodeLabels(nil, b)
-	_, ok := c.get(42, enc)
-	require.False(t, ok)
-	_, ok = c.get(42, a.Bytes(nil))
-	require.True(t, ok)
-}
+	keyA, checkA := c.hashes(a.Bytes(nil), d)
+	c.put(keyA, refCacheEntry{ref: 7, lset: a, check: checkA})
 
-func TestLabelsDataIsTheEncoding(t *testing.T) {
-	ls := labels.FromStrings("__name__", "up", "job", "a")
-	require.Equal(t, string(ls.Bytes(nil)), labelsData(ls))
+	// Another series whose key collides with a's: its check hash differs,
+	// so it is not mistaken for a, and it does not evict a.
+	_, checkB := c.hashes(encodeLabels(nil, []labels.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}), d)
+	require.NotEqual(t, checkA, checkB)
+	_, ok := c.get(keyA, checkB)
+	require.False(t, ok)
+	c.put(keyA, refCacheEntry{ref: 8, check: checkB})
+	e, ok := c.get(keyA, checkA)
+	require.True(t, ok)
+	require.Equal(t, storage.SeriesRef(7), e.ref)
+
+	// Seeds differ between caches, so check hashes cannot be precomputed.
+	_, otherCheck := newRefCache().hashes(a.Bytes(nil), d)
+	require.NotEqual(t, checkA, otherCheck)
+
+	c.deleted(map[chunks.HeadSeriesRef]labels.Labels{7: a})
+	_, ok = c.get(keyA, checkA)
+	require.False(t, ok)
 }
 
 func TestEncodeLabelsMatchesStringlabels(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 // allocates nothing.
 type pushScratch struct {
 	enc       []byte
+	digest    *xxhash.Digest
 	builder   labels.ScratchBuilder
 	exemplars []exemplar.Exemplar
 }
@@ -74,12 +75,12 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 
 func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.AppenderV2, sc *pushScratch, ts *rwproto.TimeSeries, fails *pushFailures) (appended int) {
 	sc.enc = encodeLabels(sc.enc[:0], ts.Labels)
-	hash := xxhash.Sum64(sc.enc)
+	key, check := t.refs.hashes(sc.enc, sc.digest)
 	var (
 		e      refCacheEntry
 		cached bool
 	)
-	e, cached = t.refs.get(hash, sc.enc)
+	e, cached = t.refs.get(key, check)
 	if !cached {
 		// Labels are checked once, when the ingester first meets a series:
 		// a cached series has exactly the labels that passed then.
@@ -139,7 +140,7 @@ func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.Appen
 			}
 			_ = ir.Close()
 		}
-		t.refs.put(hash, refCacheEntry{ref: ref, lset: lset})
+		t.refs.put(key, refCacheEntry{ref: ref, lset: lset, check: check})
 	}
 	return appended
 }
@@ -243,5 +244,7 @@ func isHistogramError(err error) bool {
 
 // pool of push scratch space, per ingester.
 func newScratchPool() sync.Pool {
-	return sync.Pool{New: func() any { return &pushScratch{builder: labels.NewScratchBuilder(16)} }}
+	return sync.Pool{New: func() any {
+		return &pushScratch{builder: labels.NewScratchBuilder(16), digest: xxhash.New()}
+	}}
 }

@@ -1,8 +1,8 @@
 package ingester
 
 import (
+	"math/rand/v2"
 	"sync"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -12,14 +12,18 @@ import (
 
 // refCache maps a series' labels, as they arrive on the wire, to its head
 // series reference and its labels as the head holds them. A remote-write
-// sample for a known series then costs one hash and one map lookup, and no
+// sample for a known series then costs two hashes and one map lookup, and no
 // labels are built: the labels handed to the appender are the head's own.
 //
 // The key is the xxhash of the series' encoding in the stringlabels format,
 // which is what labels.Labels.Hash() hashes, so entries can be removed by the
-// head's deletion callback. Every hit is checked byte for byte, so a hash
-// collision costs a slow append, never a wrong series.
+// head's deletion callback. A hit is confirmed by a second hash of the same
+// bytes under a random seed of this cache, not by comparing the labels: at a
+// million series that comparison touches cold memory for every sample. Two
+// independent 64-bit hashes collide by accident with odds of 2^-128, and the
+// unknown seed keeps a sender from crafting a collision.
 type refCache struct {
+	seed    uint64
 	stripes [refCacheStripes]refCacheStripe
 }
 
@@ -27,21 +31,19 @@ const refCacheStripes = 256
 
 type refCacheStripe struct {
 	mu sync.RWMutex
-	m  map[uint64]refCacheEntry
-	_  [40]byte // keep stripes on separate cache lines
+	t  refTable
+	_  [24]byte // keep stripes on separate cache lines
 }
 
 type refCacheEntry struct {
-	ref  storage.SeriesRef
-	lset labels.Labels
+	key   uint64 // set by refTable
+	check uint64
+	ref   storage.SeriesRef
+	lset  labels.Labels
 }
 
 func newRefCache() *refCache {
-	c := &refCache{}
-	for i := range c.stripes {
-		c.stripes[i].m = map[uint64]refCacheEntry{}
-	}
-	return c
+	return &refCache{seed: rand.Uint64()}
 }
 
 // encodeLabels appends the stringlabels encoding of ls to dst: each name and
@@ -64,45 +66,30 @@ func appendSized(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// get looks up the series whose encoded labels are enc.
-func (c *refCache) get(hash uint64, enc []byte) (refCacheEntry, bool) {
-	st := &c.stripes[hash%refCacheStripes]
+// hashes returns the key and the check hash of a series' encoded labels.
+func (c *refCache) hashes(enc []byte, d *xxhash.Digest) (key, check uint64) {
+	d.ResetWithSeed(c.seed)
+	_, _ = d.Write(enc)
+	return xxhash.Sum64(enc), d.Sum64()
+}
+
+// get looks up a series by the hashes of its encoded labels.
+func (c *refCache) get(key, check uint64) (refCacheEntry, bool) {
+	st := &c.stripes[key%refCacheStripes]
 	st.mu.RLock()
-	e, ok := st.m[hash]
+	e, ok := st.t.get(key)
 	st.mu.RUnlock()
-	if !ok {
-		return e, false
-	}
-	if labelsData(e.lset) != yoloString(enc) {
-		return refCacheEntry{}, false // a collision: leave it to the head
+	if !ok || e.check != check {
+		return refCacheEntry{}, false // unknown, or a collision: leave it to the head
 	}
 	return e, true
 }
 
-// labelsData is the stringlabels encoding that a labels.Labels wraps, read
-// in place: copying it out for every sample's comparison costs a tenth of the
-// write path. The size check below breaks the build under the slicelabels or
-// dedupelabels tags, whose Labels are not a single string.
-func labelsData(ls labels.Labels) string {
-	return *(*string)(unsafe.Pointer(&ls))
-}
-
-var _ [unsafe.Sizeof("") - unsafe.Sizeof(labels.Labels{})]struct{}
-
-func yoloString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
-
 // put records a series; a colliding entry of another series is kept.
-func (c *refCache) put(hash uint64, e refCacheEntry) {
-	st := &c.stripes[hash%refCacheStripes]
+func (c *refCache) put(key uint64, e refCacheEntry) {
+	st := &c.stripes[key%refCacheStripes]
 	st.mu.Lock()
-	if old, ok := st.m[hash]; !ok || labels.Equal(old.lset, e.lset) {
-		st.m[hash] = e
-	}
+	st.t.put(key, e, func(old refCacheEntry) bool { return old.check != e.check })
 	st.mu.Unlock()
 }
 
@@ -112,9 +99,7 @@ func (c *refCache) deleted(series map[chunks.HeadSeriesRef]labels.Labels) {
 		hash := xxhash.Sum64(lset.Bytes(nil))
 		st := &c.stripes[hash%refCacheStripes]
 		st.mu.Lock()
-		if e, ok := st.m[hash]; ok && e.ref == storage.SeriesRef(ref) {
-			delete(st.m, hash)
-		}
+		st.t.delete(hash, func(e refCacheEntry) bool { return e.ref == storage.SeriesRef(ref) })
 		st.mu.Unlock()
 	}
 }
@@ -123,7 +108,7 @@ func (c *refCache) len() int {
 	n := 0
 	for i := range c.stripes {
 		c.stripes[i].mu.RLock()
-		n += len(c.stripes[i].m)
+		n += c.stripes[i].t.used
 		c.stripes[i].mu.RUnlock()
 	}
 	return n

@@ -102,9 +102,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(r *http.Request) error {
-	if r.Method != http.MethodPost {
-		return errStatus(http.StatusMethodNotAllowed, "remote write takes POST, not %s", r.Method)
-	}
 	tenantID, err := tenant.From(r.Context())
 	if err != nil {
 		return errStatus(http.StatusUnauthorized, "%v", err)

@@ -104,7 +104,6 @@ func TestHandler(t *testing.T) {
 		{name: "compressed too large", body: snappy.Encode(nil, bytes.Repeat(big, 2)), wantCode: 413, wantMsg: "-distributor.max-recv-msg-size"},
 		{name: "decompressed too large", body: snappy.Encode(nil, bytes.Repeat([]byte{0}, 8000)), wantCode: 413, wantMsg: "decompressed body of 8000 bytes"},
 		{name: "zstd decompressed too large", hdr: map[string]string{"Content-Encoding": "zstd"}, body: zenc.EncodeAll(bytes.Repeat([]byte{0}, 8000), nil), wantCode: 413, wantMsg: "exceeds the limit"},
-		{name: "GET", method: http.MethodGet, wantCode: 405, wantMsg: "POST"},
 		{name: "bad data from distributor", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseBadData, "1 series failed validation"), wantCode: 400, wantMsg: "1 series failed", wantSeries: 2},
 		{name: "rate limited", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseTenantLimit, "ingestion rate limit"), wantCode: 429, wantMsg: "rate limit", wantSeries: 2},
 		{name: "not ready", body: snappy.Encode(nil, valid), pushErr: rpc.Errorf(rpc.CauseUnavailable, "replaying WAL"), wantCode: 503, wantSeries: 2},

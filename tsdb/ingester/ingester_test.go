@@ -8,6 +8,7 @@ import (
 	"math"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/grafana/dskit/services"
@@ -324,6 +325,25 @@ func TestMetadata(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, md)
 }
+
+// TestMetadataDoesNotKeepRequestMemory sends the same metadata twice from a
+// buffer that is then overwritten, as the pooled request buffers are.
+func TestMetadataDoesNotKeepRequestMemory(t *testing.T) {
+	s := newMetadataStore()
+	buf := []byte("counterhelp text")
+	md := []rwproto.Metadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: string(buf[:7]), Help: unsafeString(buf[7:])}}
+	s.add(md, time.Unix(1, 0))
+	s.add(md, time.Unix(2, 0)) // an existing entry: must not take the borrowed strings
+	copy(buf, "XXXXXXXXXXXXXXXX")
+	got := s.get("", 0, 0)
+	require.Equal(t, "help text", got["counter"][0].Help)
+	s.purge(time.Unix(2, 0))
+	require.Len(t, s.get("", 0, 0), 1, "the refresh at 2s counts")
+	s.purge(time.Unix(3, 0))
+	require.Empty(t, s.get("", 0, 0))
+}
+
+func unsafeString(b []byte) string { return unsafe.String(&b[0], len(b)) }
 
 // BenchmarkPush measures appending one sample to each of many known series,
 // as a remote-write stream does in steady state.

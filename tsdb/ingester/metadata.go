@@ -18,13 +18,18 @@ const maxMetadataPerFamily = 10
 
 // metadataStore keeps the metric metadata senders send, in memory: senders
 // send it again every minute, so it comes back soon after a restart.
+//
+// Keys are copies: the request's strings point into a pooled buffer. An
+// existing entry is refreshed through its pointer, never by assigning the
+// key again, because assigning an existing string key replaces the stored
+// key with the new (borrowed) one.
 type metadataStore struct {
 	mu       sync.Mutex
-	families map[string]map[metadata.Metadata]time.Time
+	families map[string]map[metadata.Metadata]*time.Time
 }
 
 func newMetadataStore() *metadataStore {
-	return &metadataStore{families: map[string]map[metadata.Metadata]time.Time{}}
+	return &metadataStore{families: map[string]map[metadata.Metadata]*time.Time{}}
 }
 
 func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
@@ -37,16 +42,19 @@ func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
 		md := metadata.Metadata{Type: metricType(m.Type), Help: m.Help, Unit: m.Unit}
 		fam, ok := s.families[m.MetricFamilyName]
 		if !ok {
-			fam = map[metadata.Metadata]time.Time{}
+			fam = map[metadata.Metadata]*time.Time{}
 			s.families[strings.Clone(m.MetricFamilyName)] = fam
 		}
-		if _, ok := fam[md]; !ok {
-			if len(fam) >= maxMetadataPerFamily {
-				continue
-			}
-			md.Help, md.Unit = strings.Clone(md.Help), strings.Clone(md.Unit)
+		if seen, ok := fam[md]; ok {
+			*seen = now
+			continue
 		}
-		fam[md] = now
+		if len(fam) >= maxMetadataPerFamily {
+			continue
+		}
+		md.Help, md.Unit = strings.Clone(md.Help), strings.Clone(md.Unit)
+		seen := now
+		fam[md] = &seen
 	}
 }
 

@@ -195,8 +195,18 @@ func (c apiClient) queryRange(t *testing.T, q string, startMs, endMs int64, step
 // sorted.
 func (c apiClient) seriesSet(t *testing.T, matchers ...string) []string {
 	t.Helper()
+	return c.seriesSetWith(t, nil, matchers...)
+}
+
+// seriesSetWith is seriesSet with more parameters (start, end).
+func (c apiClient) seriesSetWith(t *testing.T, params url.Values, matchers ...string) []string {
+	t.Helper()
+	p := url.Values{"match[]": matchers}
+	for k, v := range params {
+		p[k] = v
+	}
 	var out []map[string]string
-	c.mustGet(t, "/api/v1/series", url.Values{"match[]": matchers}, &out)
+	c.mustGet(t, "/api/v1/series", p, &out)
 	s := make([]string, 0, len(out))
 	for _, m := range out {
 		s = append(s, labelString(m))

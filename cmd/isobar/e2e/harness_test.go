@@ -116,7 +116,6 @@ func (p *proc) start() {
 	p.logs = append(p.logs, logPath)
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Stdin = nil
 	require.NoError(p.t, cmd.Start(), "%s: start %s %v", p.name, p.bin, p.args)
 	p.cmd, p.logFile, p.done, p.waitErr = cmd, f, make(chan struct{}), nil
 	done := p.done
@@ -219,7 +218,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 	}
 }
 
-// httpStatus GETs url and returns the status and body.
+// httpGet GETs url with header and returns the status and body.
 func httpGet(url string, header http.Header) (int, string, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -347,10 +346,7 @@ const promAddrPlaceholder = "{{PROMETHEUS_ADDR}}"
 // port of 127.0.0.1 and a TSDB in a temp dir, and waits for /-/ready.
 func startPrometheus(t *testing.T, configYAML string, extraFlags ...string) *prometheus {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("prometheus is not on PATH (%v): the end-to-end tests need Debian's Prometheus; run `make test-deps` (scripts/install-test-deps.sh)", err)
-	}
+	bin := prometheusBin(t)
 	dir := t.TempDir()
 	// The port is free when chosen but may be taken before Prometheus binds
 	// it: retry with another port in that case.
@@ -395,6 +391,17 @@ func (p *prometheus) waitReady() error {
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// prometheusBin finds the prometheus binary or fails the test (never skips
+// it: a missing peer must not look like a pass).
+func prometheusBin(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("prometheus is not on PATH (%v): the end-to-end tests need Debian's Prometheus; run `make test-deps` (scripts/install-test-deps.sh)", err)
+	}
+	return bin
 }
 
 // freeAddr returns 127.0.0.1:PORT with a port that was free a moment ago.

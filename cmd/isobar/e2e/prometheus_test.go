@@ -39,6 +39,7 @@ import (
 // every timestamp, every value) and only then requires equal query results,
 // once, without retries.
 func TestPrometheusRemoteWriteMatchesPrometheus(t *testing.T) {
+	prometheusBin(t) // fail fast when it is missing
 	iso := startIsobar(t, t.TempDir())
 
 	// Prometheus 2.42 with native histograms enabled asks for the protobuf
@@ -99,10 +100,16 @@ remote_write:
 		require.NotEmpty(t, s.Points)
 		firstCommon = max(firstCommon, s.Points[0].T)
 		lastCommon = min(lastCommon, s.Points[len(s.Points)-1].T)
+		healthy := 0
 		for _, p := range s.Points {
-			require.Equal(t, 1.0, p.F, "up of %v at %s", s.Metric, fmtTime(p.T))
 			scrapeTimes = append(scrapeTimes, p.T)
+			if p.F == 1 {
+				healthy++
+			}
 		}
+		// A scrape may time out on a loaded machine; both servers then hold
+		// the same up=0, so only a target that mostly fails is an error.
+		require.Greater(t, healthy, len(s.Points)*3/4, "target %v is mostly down", s.Metric)
 	}
 	frac, dist := pickFraction(scrapeTimes)
 	require.Positive(t, dist, "every millisecond of the second holds a scrape; cannot avoid boundaries")
@@ -230,27 +237,52 @@ remote_write:
 			pc.queryRange(t, hq, rangeStart, evalEnd, time.Second))
 	})
 
+	// The series endpoint, bounded to the compared window: only series with
+	// samples in it, which isobar is known to hold.
 	t.Run("series", func(t *testing.T) {
-		want := pc.seriesSet(t, "up")
-		require.Len(t, want, len(jobs))
-		require.Equal(t, want, ic.seriesSet(t, "up"))
-		want = pc.seriesSet(t, `{__name__=~"isobar_request_duration_seconds.*", route="GET /metrics"}`)
-		require.NotEmpty(t, want)
-		require.Equal(t, want, ic.seriesSet(t, `{__name__=~"isobar_request_duration_seconds.*", route="GET /metrics"}`))
+		window := url.Values{"start": {fmtTime(rangeStart - rateWindow)}, "end": {fmtTime(evalEnd)}}
+		for _, m := range []string{
+			`up`,
+			`{__name__=~"isobar_request_duration_seconds.*", route="GET /metrics"}`,
+			`{job=~".+"}`,
+		} {
+			want := pc.seriesSetWith(t, window, m)
+			require.NotEmpty(t, want, "Prometheus: series %s", m)
+			require.Equal(t, want, ic.seriesSetWith(t, window, m), "series %s", m)
+		}
+		require.Len(t, pc.seriesSet(t, "up"), len(jobs))
+		require.Equal(t, pc.seriesSet(t, "up"), ic.seriesSet(t, "up"))
 	})
 
+	// Label names and values are not bounded by time on the head. Every
+	// query above creates series in Prometheus' own metrics (new handler
+	// label values) that isobar receives a moment later, so these compare
+	// the whole head and poll briefly for such stragglers. The names and
+	// values compared here are static once every job was scraped.
+	eventually := func(t *testing.T, what string, want []string, get func() []string) {
+		t.Helper()
+		var got []string
+		waitFor(t, 15*time.Second, what+" of isobar to equal Prometheus'", func() error {
+			if got = get(); !slices.Equal(want, got) {
+				return fmt.Errorf("want %q,\ngot %q", want, got)
+			}
+			return nil
+		})
+	}
 	t.Run("label_values", func(t *testing.T) {
 		require.Equal(t, jobs, pc.labelValues(t, "job"))
 		require.Equal(t, jobs, ic.labelValues(t, "job"))
 		want := pc.labelValues(t, "__name__")
 		require.Greater(t, len(want), 100)
-		require.Equal(t, want, ic.labelValues(t, "__name__"))
+		require.Contains(t, want, "isobar_request_duration_seconds_bucket")
+		eventually(t, "metric names", want, func() []string { return ic.labelValues(t, "__name__") })
 	})
 
 	t.Run("label_names", func(t *testing.T) {
 		want := pc.labelNames(t)
 		require.Contains(t, want, "le")
-		require.Equal(t, want, ic.labelNames(t))
+		require.Contains(t, want, "route")
+		eventually(t, "label names", want, func() []string { return ic.labelNames(t) })
 	})
 
 	t.Run("metadata", func(t *testing.T) {

@@ -129,15 +129,7 @@ func TestMultitenancy(t *testing.T) {
 //
 //	go test ./cmd/isobar/app -run '^$' -bench PushPath -count 6 | tee new.txt; benchstat old.txt new.txt
 func BenchmarkPushPath(b *testing.B) {
-	cfg, err := Load([]string{"-data.dir", b.TempDir(), "-server.http-listen-address", "127.0.0.1", "-server.http-listen-port", "0"})
-	require.NoError(b, err)
-	a, err := New(cfg, slog.New(slog.DiscardHandler))
-	require.NoError(b, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	require.Eventually(b, func() bool { return a.ingester.State().String() == "Running" }, 10*time.Second, 10*time.Millisecond)
+	a, _ := startApp(b)
 
 	const series = 2000
 	wr := &prompb.WriteRequest{}

@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/isobar
 FUZZTIME ?= 15s
 
-.PHONY: all build run test test-deps unit e2e fuzz bench bench-go vet clean
+.PHONY: all build run test test-deps unit race e2e fuzz bench bench-go vet clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 run: build
 	./$(BIN)
 
-test: test-deps vet unit fuzz e2e
+test: test-deps vet unit race fuzz e2e
 
 test-deps:
 	bash scripts/install-test-deps.sh
@@ -26,6 +26,10 @@ vet:
 
 unit:
 	$(GO) test -count=1 ./...
+
+# Every package but the end-to-end tests, under the race detector.
+race:
+	$(GO) test -count=1 -race ./tsdb/... ./ingest/... ./pkg/... ./querier/... ./cmd/isobar/app/
 
 # Short runs of every fuzz target; longer ones: make fuzz FUZZTIME=10m.
 fuzz:

@@ -144,7 +144,9 @@ func TestKnownSeriesAllocateNothingPerSample(t *testing.T) {
 		})
 	}
 	one, hundred := allocsPerPush(1), allocsPerPush(100)
-	require.LessOrEqual(t, hundred, one+1, "a push of 100 known series allocates %v times, of 1 series %v times", hundred, one)
+	if !raceEnabled {
+		require.LessOrEqual(t, hundred, one+1, "a push of 100 known series allocates %v times, of 1 series %v times", hundred, one)
+	}
 
 	td, err := ing.tenant(ctx, "team-a", false)
 	require.NoError(t, err)
@@ -277,13 +279,12 @@ func TestRestartReplaysWAL(t *testing.T) {
 
 func TestIdleTenantIsFlushedClosedAndReopened(t *testing.T) {
 	cfg, l := testConfig(t, t.TempDir())
+	cfg.CloseIdleTenantAfter = time.Minute
 	ing := startIngester(t, cfg, l, nil)
 	defer stop(t, ing)
 	ctx := tenant.With(context.Background(), "team-a")
 	require.NoError(t, ing.Push(ctx, request(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{floatSeries(t0, 1, "__name__", "up")}})))
 
-	cfg.CloseIdleTenantAfter = time.Minute
-	ing.cfg.CloseIdleTenantAfter = time.Minute
 	ing.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
 	ing.housekeeping(context.Background())
 	require.Empty(t, ing.Tenants())

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -30,6 +31,7 @@ type Server struct {
 	logger *slog.Logger
 	srv    *http.Server
 	lis    net.Listener
+	addr   atomic.Pointer[string] // set once listening; read from other goroutines
 
 	duration *prometheus.HistogramVec
 }
@@ -70,7 +72,9 @@ func (s *Server) starting(context.Context) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	s.lis = lis
-	s.logger.Info("HTTP server listening", "addr", lis.Addr().String())
+	bound := lis.Addr().String()
+	s.addr.Store(&bound)
+	s.logger.Info("HTTP server listening", "addr", bound)
 	return nil
 }
 
@@ -96,10 +100,10 @@ func (s *Server) stopping(_ error) error {
 
 // Addr is the address the server listens on, once it is running.
 func (s *Server) Addr() string {
-	if s.lis == nil {
-		return ""
+	if a := s.addr.Load(); a != nil {
+		return *a
 	}
-	return s.lis.Addr().String()
+	return ""
 }
 
 // withTenant resolves the tenant of the API paths. Operational endpoints and

@@ -26,20 +26,22 @@ import (
 
 // Config configures the distributor.
 type Config struct {
-	MaxRecvMsgSize      int `yaml:"max_recv_msg_size"`
-	MaxSeriesPerRequest int `yaml:"max_series_per_request"`
+	MaxRecvMsgSize      int           `yaml:"max_recv_msg_size"`
+	MaxSeriesPerRequest int           `yaml:"max_series_per_request"`
+	ForgetIdleTenant    time.Duration `yaml:"forget_idle_tenant_after"`
 }
 
 // RegisterFlags registers the distributor flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
 	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", 100_000, "Maximum number of series in one remote-write request.")
+	f.DurationVar(&c.ForgetIdleTenant, "distributor.forget-idle-tenant-after", 15*time.Minute, "Drop the rate limiter and the per-tenant metrics of a tenant that sent nothing for this long.")
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	if c.MaxRecvMsgSize <= 0 || c.MaxSeriesPerRequest <= 0 {
-		return fmt.Errorf("-distributor.max-recv-msg-size and -distributor.max-series-per-request must be positive")
+	if c.MaxRecvMsgSize <= 0 || c.MaxSeriesPerRequest <= 0 || c.ForgetIdleTenant <= 0 {
+		return fmt.Errorf("-distributor.max-recv-msg-size, -distributor.max-series-per-request and -distributor.forget-idle-tenant-after must be positive")
 	}
 	return nil
 }
@@ -64,9 +66,10 @@ type Distributor struct {
 }
 
 type tenantLimiter struct {
-	limiter *rate.Limiter
-	rate    float64
-	burst   int
+	limiter  *rate.Limiter
+	rate     float64
+	burst    int
+	lastSeen time.Time
 }
 
 // New returns a distributor that stores through pusher.
@@ -98,8 +101,27 @@ func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slo
 			Help: "Exemplars dropped by validation, by tenant.",
 		}, []string{"tenant"}),
 	}
-	d.Service = services.NewIdleService(nil, nil)
+	d.Service = services.NewTimerService(time.Minute, nil, d.forgetIdleTenants, nil)
 	return d, nil
+}
+
+// forgetIdleTenants drops what the distributor keeps per tenant for tenants
+// that stopped writing.
+func (d *Distributor) forgetIdleTenants(context.Context) error {
+	cutoff := d.now().Add(-d.cfg.ForgetIdleTenant)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, tl := range d.limiters {
+		if tl.lastSeen.After(cutoff) {
+			continue
+		}
+		delete(d.limiters, id)
+		for _, v := range []*prometheus.CounterVec{d.receivedSamples, d.receivedExemplars, d.discardedExempl} {
+			v.DeleteLabelValues(id)
+		}
+		d.discardedSamples.DeletePartialMatch(prometheus.Labels{"tenant": id})
+	}
+	return nil
 }
 
 // RecvLimits are the decode limits for the tenant's requests.
@@ -123,6 +145,7 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 		received += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
 		exemplars += len(req.Timeseries[i].Exemplars)
 	}
+	lim := d.limiter(tenantID, l)
 	d.receivedSamples.WithLabelValues(tenantID).Add(float64(received))
 	if exemplars > 0 {
 		d.receivedExemplars.WithLabelValues(tenantID).Add(float64(exemplars))
@@ -131,7 +154,7 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 	invalid := d.validate(tenantID, l, req)
 
 	valid := req.NumSamples()
-	if valid > 0 && !d.limiter(tenantID, l).AllowN(d.now(), valid) {
+	if valid > 0 && !lim.AllowN(d.now(), valid) {
 		d.discardedSamples.WithLabelValues(tenantID, "rate_limited").Add(float64(valid))
 		return rpc.Errorf(rpc.CauseTenantLimit,
 			"ingestion rate limit of %g samples/s with burst %d exceeded by a request of %d samples (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size)",
@@ -208,6 +231,7 @@ func (d *Distributor) limiter(tenantID string, l *limits.Limits) *rate.Limiter {
 		tl = &tenantLimiter{limiter: rate.NewLimiter(rate.Limit(l.IngestionRate), l.IngestionBurstSize), rate: l.IngestionRate, burst: l.IngestionBurstSize}
 		d.limiters[tenantID] = tl
 	}
+	tl.lastSeen = d.now()
 	return tl.limiter
 }
 

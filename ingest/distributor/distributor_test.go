@@ -117,3 +117,19 @@ func TestPushNeedsTenant(t *testing.T) {
 	d := newDistributor(t, &pusher{}, "")
 	require.Equal(t, rpc.CauseBadData, rpc.CauseOf(d.Push(context.Background(), req(ts("a", 0)))))
 }
+
+func TestIdleTenantsAreForgotten(t *testing.T) {
+	d := newDistributor(t, &pusher{}, "")
+	nowMs := now.UnixMilli()
+	require.NoError(t, d.Push(tenant.With(context.Background(), "gone"), req(ts("a", nowMs))))
+	require.Equal(t, 1, testutil.CollectAndCount(d.receivedSamples))
+
+	d.now = func() time.Time { return now.Add(10 * time.Minute) }
+	require.NoError(t, d.Push(tenant.With(context.Background(), "active"), req(ts("a", nowMs))))
+	d.now = func() time.Time { return now.Add(20 * time.Minute) }
+	require.NoError(t, d.forgetIdleTenants(context.Background()))
+
+	require.Equal(t, 1, testutil.CollectAndCount(d.receivedSamples), "only the active tenant's series is left")
+	require.InDelta(t, 1.0, testutil.ToFloat64(d.receivedSamples.WithLabelValues("active")), 0)
+	require.NotContains(t, d.limiters, "gone")
+}

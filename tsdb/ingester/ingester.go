@@ -327,7 +327,7 @@ func (i *Ingester) closeTenant(t *tenantDB, idle bool) error {
 		delete(i.tenants, t.id)
 	}
 	i.mu.Unlock()
-	i.metrics.activeSeries.DeleteLabelValues(t.id)
+	i.metrics.deleteTenant(t.id)
 	if err := t.db.Close(); err != nil {
 		return fmt.Errorf("close tsdb of tenant %q: %w", t.id, err)
 	}

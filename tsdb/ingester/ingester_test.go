@@ -288,6 +288,8 @@ func TestIdleTenantIsFlushedClosedAndReopened(t *testing.T) {
 	ing.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
 	ing.housekeeping(context.Background())
 	require.Empty(t, ing.Tenants())
+	require.Zero(t, testutil.CollectAndCount(ing.metrics.ingestedSamples), "a closed tenant leaves no series in /metrics")
+	require.Zero(t, testutil.CollectAndCount(ing.metrics.activeSeries))
 
 	// A query opens it again, from its block; the head is empty.
 	require.Equal(t, map[string][]point{`{__name__="up"}`: {{t0, 1}}}, readAll(t, ing, "team-a"))

@@ -37,6 +37,14 @@ func newMetrics(reg prometheus.Registerer, i *Ingester) *metrics {
 	return m
 }
 
+// deleteTenant drops every series of a tenant whose TSDB closed, so idle
+// tenants do not keep series alive in /metrics forever.
+func (m *metrics) deleteTenant(id string) {
+	m.activeSeries.DeleteLabelValues(id)
+	m.ingestedSamples.DeleteLabelValues(id)
+	m.rejectedSamples.DeletePartialMatch(prometheus.Labels{"tenant": id})
+}
+
 // tsdbFigures are the TSDB metrics worth watching, summed over all open
 // tenants. A closed tenant's counters leave the sum, which rate() reads as a
 // counter reset.

@@ -57,6 +57,8 @@ type Metadata struct {
 	MetricFamilyName string
 	Help             string
 	Unit             string
+	// Raw is the metadata's own protobuf encoding, for forwarding.
+	Raw []byte
 }
 
 // Limits bound how much memory decoding may use, whatever the input: a
@@ -327,6 +329,7 @@ func (s *Sample) unmarshal(b []byte) error {
 }
 
 func (m *Metadata) unmarshal(b []byte) error {
+	m.Raw = b
 	d := decoder{buf: b}
 	for d.more() {
 		field, wire, err := d.tag()

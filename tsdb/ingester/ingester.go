@@ -24,6 +24,7 @@ import (
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
 
@@ -81,8 +82,9 @@ type Ingester struct {
 	mu      sync.Mutex
 	tenants map[string]*tenantDB
 
-	metrics *metrics
-	scratch sync.Pool
+	metrics  *metrics
+	scratch  sync.Pool
+	requests sync.Pool // *rwproto.Request for PushBody
 }
 
 // tenantDB is one tenant's TSDB and what the ingester keeps beside it.
@@ -115,6 +117,7 @@ func New(cfg Config, overrides *limits.Overrides, logger *slog.Logger, reg prome
 		now:       time.Now,
 		tenants:   map[string]*tenantDB{},
 		scratch:   newScratchPool(),
+		requests:  sync.Pool{New: func() any { return &rwproto.Request{} }},
 	}
 	i.metrics = newMetrics(reg, i)
 	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)

@@ -74,6 +74,12 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 }
 
 func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.AppenderV2, sc *pushScratch, ts *rwproto.TimeSeries, fails *pushFailures) (appended int) {
+	if ts.NumLabels != len(ts.Labels) {
+		// The decoder kept only a prefix of an over-long label set: never
+		// look that prefix up, it may name another series.
+		fails.addInvalid(validation.Labels(l, ts), len(ts.Samples)+len(ts.Histograms))
+		return 0
+	}
 	sc.enc = encodeLabels(sc.enc[:0], ts.Labels)
 	key, check := t.refs.hashes(sc.enc, sc.digest)
 	var (
@@ -163,6 +169,27 @@ func (i *Ingester) appendExemplars(app storage.AppenderV2, sc *pushScratch, ref 
 	_, _ = ea.AppendExemplars(ref, lset, sc.exemplars)
 	clear(sc.exemplars) // drop label references held by the pool
 }
+
+// PushBody decodes a WriteRequest forwarded by a distributor and stores it
+// like Push does.
+func (i *Ingester) PushBody(ctx context.Context, body []byte) error {
+	tenantID, err := tenant.From(ctx)
+	if err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	if err := tenant.Validate(tenantID); err != nil { // it names a directory
+		return rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	req := i.requests.Get().(*rwproto.Request)
+	defer i.requests.Put(req)
+	lim := rwproto.Limits{MaxLabelsPerSeries: i.overrides.For(tenantID).MaxLabelNamesPerSeries}
+	if err := req.Unmarshal(body, lim); err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "decode pushed request: %v", err)
+	}
+	return i.Push(ctx, req)
+}
+
+var _ rpc.IngesterServer = (*Ingester)(nil)
 
 // pushFailures summarises the samples the TSDB rejected in one push.
 type pushFailures struct {

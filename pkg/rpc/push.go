@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+)
+
+// PushRequest carries an encoded remote-write 1.0 WriteRequest from a
+// distributor to an ingester. The distributor builds it from the series'
+// bytes as they arrived (rwproto.AppendSeries): nothing is encoded again.
+type PushRequest struct {
+	Body []byte
+
+	buf mem.Buffer // the pooled memory Body lives in, on the server
+}
+
+// PushResponse is the empty answer to a successful push.
+type PushResponse struct{}
+
+// Names on the wire.
+const (
+	// CodecName is the gRPC content subtype of Isobar's byte messages.
+	CodecName  = "isobar-raw"
+	pushMethod = "/isobar.Ingester/Push"
+)
+
+func init() {
+	// gRPC looks codecs up by content subtype in its own registry, so this
+	// one registration is what lets any server in the process decode pushes.
+	encoding.RegisterCodecV2(rawCodec{})
+}
+
+// rawCodec moves PushRequest bodies as they are: the body already is the
+// protobuf encoding of a WriteRequest.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return CodecName }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	switch m := v.(type) {
+	case *PushRequest:
+		return mem.BufferSlice{mem.SliceBuffer(m.Body)}, nil
+	case *PushResponse:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%s codec cannot marshal %T", CodecName, v)
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	switch m := v.(type) {
+	case *PushRequest:
+		// gRPC reuses its receive buffers and the decoded request points
+		// into the body, so the body is gathered into a pooled buffer that
+		// the handler frees once the push is done.
+		m.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		m.Body = m.buf.ReadOnlyData()
+		return nil
+	case *PushResponse:
+		return nil
+	}
+	return fmt.Errorf("%s codec cannot unmarshal %T", CodecName, v)
+}
+
+// IngesterServer is the ingester side of the push contract.
+type IngesterServer interface {
+	// PushBody stores the WriteRequest in body for the tenant in ctx. body
+	// is reused once PushBody returns: nothing of it may be kept.
+	PushBody(ctx context.Context, body []byte) error
+}
+
+var ingesterServiceDesc = grpc.ServiceDesc{
+	ServiceName: "isobar.Ingester",
+	HandlerType: (*IngesterServer)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Push",
+		Handler:    pushHandler,
+	}},
+	Metadata: "pkg/rpc/push.go",
+}
+
+// RegisterIngesterServer serves srv's pushes on s.
+func RegisterIngesterServer(s grpc.ServiceRegistrar, srv IngesterServer) {
+	s.RegisterService(&ingesterServiceDesc, srv)
+}
+
+func pushHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := &PushRequest{}
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if in.buf != nil {
+			in.buf.Free() // PushBody keeps nothing of the body
+		}
+	}()
+	push := func(ctx context.Context, req any) (any, error) {
+		if err := srv.(IngesterServer).PushBody(ctx, req.(*PushRequest).Body); err != nil {
+			return nil, ToStatus(err)
+		}
+		return &PushResponse{}, nil
+	}
+	if interceptor == nil {
+		return push(ctx, in)
+	}
+	return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: pushMethod}, push)
+}
+
+// IngesterClient pushes to one ingester.
+type IngesterClient struct {
+	cc grpc.ClientConnInterface
+}
+
+// NewIngesterClient returns a client over cc.
+func NewIngesterClient(cc grpc.ClientConnInterface) *IngesterClient {
+	return &IngesterClient{cc: cc}
+}
+
+// Push sends body, an encoded WriteRequest, for the tenant in ctx. Errors
+// carry the cause the ingester gave them.
+func (c *IngesterClient) Push(ctx context.Context, body []byte, opts ...grpc.CallOption) error {
+	opts = append(opts, grpc.CallContentSubtype(CodecName))
+	return FromStatus(c.cc.Invoke(ctx, pushMethod, &PushRequest{Body: body}, &PushResponse{}, opts...))
+}
+
+// ToStatus turns an error into a gRPC status whose code carries its cause.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && !isRPCError(err) {
+		return err
+	}
+	code := codes.Internal
+	switch CauseOf(err) {
+	case CauseBadData:
+		code = codes.InvalidArgument
+	case CauseTenantLimit:
+		code = codes.ResourceExhausted
+	case CauseUnavailable:
+		code = codes.Unavailable
+	}
+	return status.Error(code, err.Error())
+}
+
+// FromStatus turns a gRPC error back into an error with a cause. Failures
+// to reach the ingester at all are unavailable: another replica may answer.
+func FromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return &Error{Cause: CauseUnavailable, Msg: err.Error()}
+	}
+	cause := CauseInternal
+	switch st.Code() {
+	case codes.InvalidArgument:
+		cause = CauseBadData
+	case codes.ResourceExhausted:
+		cause = CauseTenantLimit
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+		cause = CauseUnavailable
+	}
+	return &Error{Cause: cause, Msg: st.Message()}
+}
+
+func isRPCError(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}

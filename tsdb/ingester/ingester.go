@@ -85,6 +85,10 @@ type Ingester struct {
 	metrics  *metrics
 	scratch  sync.Pool
 	requests sync.Pool // *rwproto.Request for PushBody
+
+	// lifecycler puts the ingester in the ring once its WAL is replayed;
+	// nil when it runs without a ring.
+	lifecycler services.Service
 }
 
 // tenantDB is one tenant's TSDB and what the ingester keeps beside it.
@@ -105,8 +109,9 @@ type tenantDB struct {
 	lastPush atomic.Int64
 }
 
-// New returns an ingester; it opens the tenants found on disk when started.
-func New(cfg Config, overrides *limits.Overrides, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
+// New returns an ingester; it opens the tenants found on disk when started,
+// and then starts lifecycler, if any, to join the ring.
+func New(cfg Config, overrides *limits.Overrides, lifecycler services.Service, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -118,6 +123,8 @@ func New(cfg Config, overrides *limits.Overrides, logger *slog.Logger, reg prome
 		tenants:   map[string]*tenantDB{},
 		scratch:   newScratchPool(),
 		requests:  sync.Pool{New: func() any { return &rwproto.Request{} }},
+
+		lifecycler: lifecycler,
 	}
 	i.metrics = newMetrics(reg, i)
 	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)
@@ -135,7 +142,7 @@ func (i *Ingester) starting(ctx context.Context) error {
 		return fmt.Errorf("list tenants: %w", err)
 	}
 	start := i.now()
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(i.cfg.OpenConcurrency)
 	for _, e := range entries {
 		if !e.IsDir() || tenant.Validate(e.Name()) != nil {
@@ -143,7 +150,7 @@ func (i *Ingester) starting(ctx context.Context) error {
 		}
 		id := e.Name()
 		g.Go(func() error {
-			t, err := i.tenant(ctx, id, true)
+			t, err := i.tenant(gctx, id, true)
 			if err != nil {
 				return fmt.Errorf("open tenant %q: %w", id, err)
 			}
@@ -155,6 +162,17 @@ func (i *Ingester) starting(ctx context.Context) error {
 		return err
 	}
 	i.logger.Info("tenants opened", "tenants", len(entries), "duration", i.now().Sub(start))
+	if i.lifecycler != nil {
+		// Only now, with every acknowledged sample back, may writes come.
+		// The lifecycler outlives starting: stopping ends it, after which
+		// the instance has left the ring.
+		if err := i.lifecycler.StartAsync(context.Background()); err != nil {
+			return fmt.Errorf("join the ring: %w", err)
+		}
+		if err := i.lifecycler.AwaitRunning(ctx); err != nil {
+			return fmt.Errorf("join the ring: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -178,15 +196,21 @@ func idleCheckInterval(idle time.Duration) time.Duration {
 	return time.Minute
 }
 
-// stopping closes every head, which syncs its WAL.
+// stopping leaves the ring, so distributors send elsewhere, then closes
+// every head, which syncs its WAL.
 func (i *Ingester) stopping(_ error) error {
+	var errs []error
+	if i.lifecycler != nil {
+		if err := services.StopAndAwaitTerminated(context.Background(), i.lifecycler); err != nil {
+			errs = append(errs, fmt.Errorf("leave the ring: %w", err))
+		}
+	}
 	i.mu.Lock()
 	tenants := make([]*tenantDB, 0, len(i.tenants))
 	for _, t := range i.tenants {
 		tenants = append(tenants, t)
 	}
 	i.mu.Unlock()
-	var errs []error
 	for _, t := range tenants {
 		<-t.ready
 		if err := i.closeTenant(t, false); err != nil {

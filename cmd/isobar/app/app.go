@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/grafana/dskit/kv"
+	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,8 +35,10 @@ type App struct {
 	reg    *prometheus.Registry
 	server *Server
 
-	overrides *limits.Overrides
-	ingester  *ingester.Ingester
+	overrides    *limits.Overrides
+	memberlistKV *memberlist.KVInitService
+	ringStore    kv.Client
+	ingester     *ingester.Ingester
 
 	services map[string]services.Service
 }

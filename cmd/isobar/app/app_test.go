@@ -19,7 +19,7 @@ import (
 
 // startApp runs a whole process's modules in this test, on a free port.
 func startApp(t testing.TB, args ...string) (*App, string) {
-	args = append([]string{"-data.dir", t.TempDir(), "-server.http-listen-address", "127.0.0.1", "-server.http-listen-port", "0"}, args...)
+	args = append([]string{"-data.dir", t.TempDir(), "-server.http-listen-address", "127.0.0.1", "-server.http-listen-port", "0", "-server.grpc-listen-port", "0"}, args...)
 	cfg, err := Load(args)
 	require.NoError(t, err)
 	a, err := New(cfg, slog.New(slog.DiscardHandler))
@@ -100,6 +100,16 @@ func TestPushThenQuery(t *testing.T) {
 	}
 	code, _ = do(t, http.MethodGet, url+"/debug/pprof/goroutine?debug=1", "", nil)
 	require.Equal(t, http.StatusOK, code)
+}
+
+// TestIngesterJoinsRing checks the ingester is in the ring, ACTIVE, once
+// the process is ready, and that /ring shows it.
+func TestIngesterJoinsRing(t *testing.T) {
+	_, url := startApp(t, "-ring.instance-id", "ingester-test-1")
+	code, page := do(t, http.MethodGet, url+"/ring", "", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, "ingester-test-1")
+	require.Contains(t, page, "ACTIVE")
 }
 
 func TestMultitenancy(t *testing.T) {

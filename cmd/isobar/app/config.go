@@ -12,12 +12,16 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/grafana/dskit/kv/codec"
+	"github.com/grafana/dskit/kv/memberlist"
+	dskitring "github.com/grafana/dskit/ring"
 	"gopkg.in/yaml.v3"
 
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
+	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
 )
@@ -29,13 +33,15 @@ type Config struct {
 	DataDir             string `yaml:"data_dir"`
 	MultitenancyEnabled bool   `yaml:"multitenancy_enabled"`
 
-	Server      ServerConfig       `yaml:"server"`
-	Log         log.Config         `yaml:"log"`
-	Profiling   profiling.Config   `yaml:"profiling"`
-	Distributor distributor.Config `yaml:"distributor"`
-	Ingester    ingester.Config    `yaml:"ingester"`
-	Querier     engine.Config      `yaml:"querier"`
-	Limits      limits.Limits      `yaml:"limits"`
+	Server      ServerConfig        `yaml:"server"`
+	Ring        ring.Config         `yaml:"ring"`
+	Memberlist  memberlist.KVConfig `yaml:"memberlist"`
+	Log         log.Config          `yaml:"log"`
+	Profiling   profiling.Config    `yaml:"profiling"`
+	Distributor distributor.Config  `yaml:"distributor"`
+	Ingester    ingester.Config     `yaml:"ingester"`
+	Querier     engine.Config       `yaml:"querier"`
+	Limits      limits.Limits       `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
@@ -45,6 +51,7 @@ type Config struct {
 type ServerConfig struct {
 	HTTPListenAddress string `yaml:"http_listen_address"`
 	HTTPListenPort    int    `yaml:"http_listen_port"`
+	GRPCListenPort    int    `yaml:"grpc_listen_port"`
 }
 
 // RegisterFlags registers every flag of the process with its default.
@@ -54,6 +61,10 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Take the tenant from the X-Scope-OrgID header. When false, every request belongs to tenant \"anonymous\".")
 	f.StringVar(&c.Server.HTTPListenAddress, "server.http-listen-address", "", "Address the HTTP server listens on; empty means all addresses.")
 	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 9009, "Port the HTTP server listens on; 0 picks a free one.")
+	f.IntVar(&c.Server.GRPCListenPort, "server.grpc-listen-port", 9095, "Port the gRPC server (ingester push) listens on, on the HTTP listen address; 0 picks a free one.")
+	host, _ := os.Hostname()
+	c.Ring.RegisterFlags(f, host)
+	c.Memberlist.RegisterFlags(f)
 	c.Log.RegisterFlags(f)
 	c.Profiling.RegisterFlags(f)
 	c.Distributor.RegisterFlags(f)
@@ -70,7 +81,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")
 	}
-	return errors.Join(c.Log.Validate(), c.Distributor.Validate(), c.Ingester.Validate(), c.Querier.Validate(), c.Limits.Validate())
+	return errors.Join(c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(), c.Querier.Validate(), c.Limits.Validate())
 }
 
 // Load builds the configuration from the defaults, then the YAML file named
@@ -103,6 +114,7 @@ func Load(args []string) (*Config, error) {
 		}
 	}
 	cfg.Ingester.Dir = filepath.Join(cfg.DataDir, "tsdb")
+	cfg.Memberlist.Codecs = []codec.Codec{dskitring.GetCodec()}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

@@ -2,16 +2,23 @@ package app
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/grafana/dskit/dns"
+	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
 	"github.com/isobar-tsdb/isobar/ingest/remotewrite"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
+	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/pkg/ring"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
@@ -24,8 +31,11 @@ const (
 	TargetIngester    = "ingester"
 	TargetQuerier     = "querier"
 
-	moduleServer    = "server"
-	moduleOverrides = "overrides"
+	moduleServer       = "server"
+	moduleOverrides    = "overrides"
+	moduleMemberlistKV = "memberlist-kv"
+	moduleRingStore    = "ring-store"
+	moduleIngesterRing = "ingester-ring"
 )
 
 // runnable are the targets that work today. A distributor, ingester or
@@ -56,13 +66,18 @@ func parseTargets(s string) ([]string, error) {
 func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(moduleServer, a.initServer, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleOverrides, a.initOverrides, modules.UserInvisibleModule)
+	mm.RegisterModule(moduleMemberlistKV, a.initMemberlistKV, modules.UserInvisibleModule)
+	mm.RegisterModule(moduleRingStore, a.initRingStore, modules.UserInvisibleModule)
+	mm.RegisterModule(moduleIngesterRing, a.initIngesterRing, modules.UserInvisibleModule)
 	mm.RegisterModule(TargetIngester, a.initIngester)
 	mm.RegisterModule(TargetDistributor, a.initDistributor)
 	mm.RegisterModule(TargetQuerier, a.initQuerier)
 	mm.RegisterModule(TargetAll, nil)
 
 	deps := map[string][]string{
-		TargetIngester: {moduleServer, moduleOverrides},
+		moduleRingStore:    {moduleMemberlistKV},
+		moduleIngesterRing: {moduleServer, moduleRingStore},
+		TargetIngester:     {moduleServer, moduleOverrides, moduleRingStore, moduleIngesterRing},
 		// In one process the distributor hands requests to the ingester
 		// directly, with no serialisation between them.
 		TargetDistributor: {moduleServer, moduleOverrides, TargetIngester},
@@ -95,11 +110,62 @@ func (a *App) initOverrides() (services.Service, error) {
 	return nil, nil
 }
 
-func (a *App) initIngester() (services.Service, error) {
-	ing, err := ingester.New(a.cfg.Ingester, a.overrides, a.logger, a.reg)
+// initMemberlistKV starts gossip when the ring lives in memberlist.
+func (a *App) initMemberlistKV() (services.Service, error) {
+	if a.cfg.Ring.KVStore.Store != "memberlist" {
+		return nil, nil
+	}
+	reg := prometheus.WrapRegistererWithPrefix("isobar_", a.reg)
+	dnsProvider := dns.NewProvider(dns.GolangResolverType, 0, isolog.GoKit(a.logger), reg)
+	a.memberlistKV = memberlist.NewKVInitService(&a.cfg.Memberlist, isolog.GoKit(a.logger), dnsProvider, reg)
+	return a.memberlistKV, nil
+}
+
+func (a *App) initRingStore() (services.Service, error) {
+	store, err := ring.NewKV(a.cfg.Ring, a.memberlistKV, a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
 	if err != nil {
 		return nil, err
 	}
+	a.ringStore = store
+	return nil, nil
+}
+
+// replicationFactor is -ring.replication-factor, or its default for the target.
+func (a *App) replicationFactor() int {
+	if rf := a.cfg.Ring.ReplicationFactor; rf > 0 {
+		return rf
+	}
+	if a.cfg.Target == TargetAll {
+		return 1
+	}
+	return 3
+}
+
+// initIngesterRing watches the ring and shows it at /ring.
+func (a *App) initIngesterRing() (services.Service, error) {
+	r, err := ring.NewClient(a.cfg.Ring, a.replicationFactor(), a.ringStore, a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
+	if err != nil {
+		return nil, err
+	}
+	a.server.mux.Handle("/ring", r)
+	return r, nil
+}
+
+func (a *App) initIngester() (services.Service, error) {
+	ringCfg := a.cfg.Ring
+	ringCfg.InstancePort = a.cfg.Server.GRPCListenPort
+	if ringCfg.InstanceAddr == "" {
+		ringCfg.InstanceAddr = "127.0.0.1" // only with the in-memory ring, which nobody else dials
+	}
+	lc, err := ring.NewLifecycler(ringCfg, a.ringStore, filepath.Join(a.cfg.DataDir, "ring-tokens"), a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
+	if err != nil {
+		return nil, err
+	}
+	ing, err := ingester.New(a.cfg.Ingester, a.overrides, lc, a.logger, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	rpc.RegisterIngesterServer(a.server.grpc, ing)
 	a.ingester = ing
 	return ing, nil
 }

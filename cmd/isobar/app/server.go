@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
 
@@ -32,6 +34,9 @@ type Server struct {
 	srv    *http.Server
 	lis    net.Listener
 	addr   atomic.Pointer[string] // set once listening; read from other goroutines
+
+	grpc    *grpc.Server
+	grpcLis net.Listener
 
 	duration *prometheus.HistogramVec
 }
@@ -61,6 +66,7 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor))
 	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
 	return s
 }
@@ -71,29 +77,44 @@ func (s *Server) starting(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	s.lis = lis
+	grpcAddr := net.JoinHostPort(s.cfg.HTTPListenAddress, strconv.Itoa(s.cfg.GRPCListenPort))
+	grpcLis, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		_ = lis.Close()
+		return fmt.Errorf("listen on %s: %w", grpcAddr, err)
+	}
+	s.lis, s.grpcLis = lis, grpcLis
 	bound := lis.Addr().String()
 	s.addr.Store(&bound)
 	s.logger.Info("HTTP server listening", "addr", bound)
+	s.logger.Info("gRPC server listening", "addr", grpcLis.Addr().String())
 	return nil
 }
 
 func (s *Server) running(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.lis) }()
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("serve HTTP: %w", s.srv.Serve(s.lis)) }()
+	go func() { errc <- fmt.Errorf("serve gRPC: %w", s.grpc.Serve(s.grpcLis)) }()
 	select {
 	case <-ctx.Done():
 		return nil
 	case err := <-errc:
-		return fmt.Errorf("serve HTTP: %w", err)
+		return err
 	}
 }
 
 func (s *Server) stopping(_ error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
 	}
 	return nil
 }

@@ -256,6 +256,7 @@ func startIsobar(t *testing.T, dataDir string, extraFlags ...string) *isobar {
 	args := append([]string{
 		"-server.http-listen-address=127.0.0.1",
 		"-server.http-listen-port=0",
+		"-server.grpc-listen-port=0",
 		"-data.dir=" + dataDir,
 	}, extraFlags...)
 	i := &isobar{proc: newProc(t, "isobar", isobarBin, args), DataDir: dataDir}

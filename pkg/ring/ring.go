@@ -1,0 +1,178 @@
+// Package ring sets up the ingesters' hash ring: its key-value store
+// (in-memory for a single process, memberlist gossip for a cluster, or
+// consul and etcd through dskit), the lifecycler that puts an ingester in
+// the ring with tokens kept on disk, and the token of a series.
+package ring
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/grafana/dskit/kv"
+	"github.com/grafana/dskit/kv/consul"
+	"github.com/grafana/dskit/kv/memberlist"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/prometheus/client_golang/prometheus"
+
+	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+)
+
+// Names of the ingester ring in the key-value store.
+const (
+	IngesterRingName = "ingester"
+	IngesterRingKey  = "ring"
+)
+
+// StoreInMemory is the store of a single process: a ring nobody else sees.
+const StoreInMemory = "inmemory"
+
+// Config configures the ingester ring, for the ingesters that join it and
+// for the distributors and queriers that read it.
+type Config struct {
+	KVStore           kv.Config     `yaml:"kvstore"`
+	ReplicationFactor int           `yaml:"replication_factor"`
+	HeartbeatPeriod   time.Duration `yaml:"heartbeat_period"`
+	HeartbeatTimeout  time.Duration `yaml:"heartbeat_timeout"`
+	NumTokens         int           `yaml:"num_tokens"`
+	InstanceID        string        `yaml:"instance_id"`
+	InstanceAddr      string        `yaml:"instance_addr"`
+	InstancePort      int           `yaml:"-"` // the gRPC port, set by the app
+	Zone              string        `yaml:"zone"`
+}
+
+// RegisterFlags registers the ring flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet, hostname string) {
+	c.KVStore.RegisterFlagsWithPrefix("ring.", "collectors/", f)
+	c.KVStore.Store = StoreInMemory
+	f.IntVar(&c.ReplicationFactor, "ring.replication-factor", 0, "How many ingesters hold each series. 0 means 1 with -target=all and 3 otherwise.")
+	f.DurationVar(&c.HeartbeatPeriod, "ring.heartbeat-period", 15*time.Second, "How often an ingester renews its entry in the ring.")
+	f.DurationVar(&c.HeartbeatTimeout, "ring.heartbeat-timeout", time.Minute, "An ingester whose entry is older than this is unhealthy.")
+	f.IntVar(&c.NumTokens, "ring.num-tokens", 512, "Tokens an ingester takes in the ring; more spread series more evenly.")
+	f.StringVar(&c.InstanceID, "ring.instance-id", hostname, "This instance's name in the ring; it must be unique and stable across restarts.")
+	f.StringVar(&c.InstanceAddr, "ring.instance-addr", "", "Address other members dial to reach this instance. Required with a shared ring store.")
+	f.StringVar(&c.Zone, "ring.zone", "", "Availability zone of this instance; replicas are spread across zones when set.")
+}
+
+// Validate checks the ring configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.ReplicationFactor < 0:
+		return fmt.Errorf("-ring.replication-factor must not be negative")
+	case c.NumTokens <= 0:
+		return fmt.Errorf("-ring.num-tokens must be positive")
+	case c.InstanceID == "":
+		return errors.New("-ring.instance-id must be set")
+	case c.HeartbeatPeriod <= 0 || c.HeartbeatTimeout <= c.HeartbeatPeriod:
+		return fmt.Errorf("-ring.heartbeat-timeout (%s) must be longer than -ring.heartbeat-period (%s)", c.HeartbeatTimeout, c.HeartbeatPeriod)
+	case c.KVStore.Store != StoreInMemory && c.InstanceAddr == "":
+		return fmt.Errorf("-ring.instance-addr must be set with -ring.store=%s: it is the address other members dial", c.KVStore.Store)
+	}
+	return nil
+}
+
+// NewKV returns the ring's key-value client. An in-memory store belongs to
+// this call alone, so several rings can live in one process (tests).
+func NewKV(c Config, memberlistKV *memberlist.KVInitService, logger *slog.Logger, reg prometheus.Registerer) (kv.Client, error) {
+	kvCfg := c.KVStore
+	if kvCfg.Store == StoreInMemory {
+		client, _ := consul.NewInMemoryClient(dskitring.GetCodec(), isolog.GoKit(logger), reg)
+		return client, nil
+	}
+	if memberlistKV != nil {
+		kvCfg.MemberlistKV = memberlistKV.GetMemberlistKV
+	}
+	client, err := kv.NewClient(kvCfg, dskitring.GetCodec(), kv.RegistererWithKVName(reg, IngesterRingName), isolog.GoKit(logger))
+	if err != nil {
+		return nil, fmt.Errorf("create %s ring store: %w", kvCfg.Store, err)
+	}
+	return client, nil
+}
+
+// NewClient returns a ring client that watches the ingesters in store.
+func NewClient(c Config, replicationFactor int, store kv.Client, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.Ring, error) {
+	rc := dskitring.Config{
+		HeartbeatTimeout:     c.HeartbeatTimeout,
+		ReplicationFactor:    replicationFactor,
+		ZoneAwarenessEnabled: c.Zone != "",
+	}
+	r, err := dskitring.NewWithStoreClientAndStrategy(rc, IngesterRingName, IngesterRingKey, store, dskitring.NewDefaultReplicationStrategy(), reg, isolog.GoKit(logger))
+	if err != nil {
+		return nil, fmt.Errorf("create ingester ring client: %w", err)
+	}
+	return r, nil
+}
+
+// NewLifecycler returns what puts this ingester in the ring: ACTIVE with
+// NumTokens tokens, the same ones after a restart (tokensFile), LEAVING and
+// then gone when it stops. Members that stop heartbeating are forgotten after
+// ten heartbeat timeouts.
+func NewLifecycler(c Config, store kv.Client, tokensFile string, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.BasicLifecycler, error) {
+	kl := isolog.GoKit(logger)
+	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.ACTIVE, c.NumTokens)
+	delegate = dskitring.NewTokensPersistencyDelegate(tokensFile, dskitring.ACTIVE, delegate, kl)
+	delegate = dskitring.NewLeaveOnStoppingDelegate(delegate, kl)
+	delegate = dskitring.NewAutoForgetDelegate(10*c.HeartbeatTimeout, delegate, kl)
+	lc, err := dskitring.NewBasicLifecycler(dskitring.BasicLifecyclerConfig{
+		ID:                  c.InstanceID,
+		Addr:                fmt.Sprintf("%s:%d", c.InstanceAddr, c.InstancePort),
+		Zone:                c.Zone,
+		HeartbeatPeriod:     c.HeartbeatPeriod,
+		HeartbeatTimeout:    c.HeartbeatTimeout,
+		TokensObservePeriod: 0,
+		NumTokens:           c.NumTokens,
+		RingTokenGenerator:  newSeededTokenGenerator(c.InstanceID),
+	}, IngesterRingName, IngesterRingKey, store, delegate, kl, reg)
+	if err != nil {
+		return nil, fmt.Errorf("create ingester lifecycler: %w", err)
+	}
+	return lc, nil
+}
+
+// Token is where a tenant's series sits on the ring. enc is the series'
+// labels in the stringlabels encoding the ingester hashes too.
+func Token(tenantID string, enc []byte) uint32 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(tenantID)
+	_, _ = d.Write([]byte{0xff})
+	_, _ = d.Write(enc)
+	h := d.Sum64()
+	return uint32(h) ^ uint32(h>>32)
+}
+
+// seededTokenGenerator draws an instance's tokens from a generator seeded
+// by its ID: the ring a set of instances forms is the same every time, so
+// its balance can be measured once and relied on.
+type seededTokenGenerator struct{ rng *rand.Rand }
+
+func newSeededTokenGenerator(instanceID string) *seededTokenGenerator {
+	s := xxhash.Sum64String(instanceID)
+	return &seededTokenGenerator{rng: rand.New(rand.NewPCG(s, s^0x9E3779B97F4A7C15))}
+}
+
+func (g *seededTokenGenerator) GenerateTokens(n int, taken []uint32) dskitring.Tokens {
+	used := make(map[uint32]struct{}, len(taken)+n)
+	for _, t := range taken {
+		used[t] = struct{}{}
+	}
+	tokens := make([]uint32, 0, n)
+	for len(tokens) < n {
+		t := g.rng.Uint32()
+		if _, ok := used[t]; ok {
+			continue
+		}
+		used[t] = struct{}{}
+		tokens = append(tokens, t)
+	}
+	slices.Sort(tokens)
+	return tokens
+}
+
+func (*seededTokenGenerator) CanJoin(map[string]dskitring.InstanceDesc) error { return nil }
+func (*seededTokenGenerator) CanJoinEnabled() bool                            { return false }

@@ -163,7 +163,7 @@ func TestRefCacheCollisionIsHarmless(t *testing.T) {
 
 	// Another series whose key collides with a's: its check hash differs,
 	// so it is not mistaken for a, and it does not evict a.
-	_, checkB := c.hashes(encodeLabels(nil, []labels.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}), d)
+	_, checkB := c.hashes(rwproto.AppendStringLabels(nil, []labels.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}), d)
 	require.NotEqual(t, checkA, checkB)
 	_, ok := c.get(keyA, checkB)
 	require.False(t, ok)
@@ -181,13 +181,13 @@ func TestRefCacheCollisionIsHarmless(t *testing.T) {
 	require.False(t, ok)
 }
 
-func TestEncodeLabelsMatchesStringlabels(t *testing.T) {
+func TestStringLabelsEncodingMatchesLabels(t *testing.T) {
 	long := string(make([]byte, 300))
 	for _, ls := range [][]labels.Label{
 		{{Name: "__name__", Value: "up"}},
 		{{Name: "__name__", Value: "x"}, {Name: "long", Value: long}},
 	} {
-		require.Equal(t, labels.New(ls...).Bytes(nil), encodeLabels(nil, ls))
+		require.Equal(t, labels.New(ls...).Bytes(nil), rwproto.AppendStringLabels(nil, ls))
 	}
 }
 

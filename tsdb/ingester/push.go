@@ -80,7 +80,7 @@ func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.Appen
 		fails.addInvalid(validation.Labels(l, ts), len(ts.Samples)+len(ts.Histograms))
 		return 0
 	}
-	sc.enc = encodeLabels(sc.enc[:0], ts.Labels)
+	sc.enc = rwproto.AppendStringLabels(sc.enc[:0], ts.Labels)
 	key, check := t.refs.hashes(sc.enc, sc.digest)
 	var (
 		e      refCacheEntry

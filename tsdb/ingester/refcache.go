@@ -46,26 +46,6 @@ func newRefCache() *refCache {
 	return &refCache{seed: rand.Uint64()}
 }
 
-// encodeLabels appends the stringlabels encoding of ls to dst: each name and
-// value preceded by its length in one byte, or 255 and three bytes
-// little-endian for lengths of 255 and more.
-func encodeLabels(dst []byte, ls []labels.Label) []byte {
-	for i := range ls {
-		dst = appendSized(dst, ls[i].Name)
-		dst = appendSized(dst, ls[i].Value)
-	}
-	return dst
-}
-
-func appendSized(dst []byte, s string) []byte {
-	if n := len(s); n < 255 {
-		dst = append(dst, byte(n))
-	} else {
-		dst = append(dst, 255, byte(n), byte(n>>8), byte(n>>16))
-	}
-	return append(dst, s...)
-}
-
 // hashes returns the key and the check hash of a series' encoded labels.
 func (c *refCache) hashes(enc []byte, d *xxhash.Digest) (key, check uint64) {
 	d.ResetWithSeed(c.seed)

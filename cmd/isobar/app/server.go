@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
@@ -67,6 +69,7 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 		IdleTimeout:       2 * time.Minute,
 	}
 	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor))
+	grpc_health_v1.RegisterHealthServer(s.grpc, health.NewServer()) // distributors' client pools check it
 	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
 	return s
 }

@@ -1,0 +1,154 @@
+package distributor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	_ "github.com/grafana/dskit/grpcencoding/snappy" // registers the snappy compressor
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/ring/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/pkg/ring"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// RingPusher sends each series to the ingesters that own its token and
+// succeeds when a quorum of every series' replicas stored it. Each
+// ingester's request is made of the series' own bytes: nothing is encoded
+// again on the way.
+type RingPusher struct {
+	*client.Pool // a service: it drops the clients of departed ingesters
+
+	ring    dskitring.DoBatchRing
+	timeout time.Duration
+	batches sync.Pool
+}
+
+// ingesterConn is a pooled connection to one ingester.
+type ingesterConn struct {
+	*rpc.IngesterClient
+	grpc_health_v1.HealthClient
+	cc *grpc.ClientConn
+}
+
+func (c *ingesterConn) Close() error { return c.cc.Close() }
+
+// NewRingPusher returns a pusher over the ingesters of r. timeout bounds
+// each push to an ingester; pushes past the quorum finish in the background.
+func NewRingPusher(r *dskitring.Ring, timeout time.Duration, logger *slog.Logger, reg prometheus.Registerer) *RingPusher {
+	factory := client.PoolAddrFunc(func(addr string) (client.PoolClient, error) {
+		cc, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithUnaryInterceptor(rpc.ClientTenantInterceptor),
+			grpc.WithDefaultCallOptions(grpc.UseCompressor("snappy")))
+		if err != nil {
+			return nil, fmt.Errorf("dial ingester %s: %w", addr, err)
+		}
+		return &ingesterConn{IngesterClient: rpc.NewIngesterClient(cc), HealthClient: grpc_health_v1.NewHealthClient(cc), cc: cc}, nil
+	})
+	clients := promauto.With(reg).NewGauge(prometheus.GaugeOpts{
+		Name: "isobar_distributor_ingester_clients",
+		Help: "Connections the distributor holds to ingesters.",
+	})
+	pool := client.NewPool("ingester", client.PoolConfig{
+		CheckInterval:      15 * time.Second,
+		HealthCheckEnabled: true,
+		HealthCheckTimeout: time.Second,
+	}, client.NewRingServiceDiscovery(r), factory, clients, isolog.GoKit(logger))
+	p := &RingPusher{Pool: pool, ring: r, timeout: timeout}
+	p.batches.New = func() any { return &batch{} }
+	return p
+}
+
+// batch holds a push's series bytes, framed as WriteRequest fields, from
+// before the push until its last replica finished: past the quorum, pushes
+// go on after Push returned and the caller reused its request.
+type batch struct {
+	keys  []uint32
+	spans [][2]int
+	buf   []byte
+	enc   []byte
+}
+
+func (b *batch) add(key uint32, framed func([]byte) []byte) {
+	start := len(b.buf)
+	b.buf = framed(b.buf)
+	b.keys = append(b.keys, key)
+	b.spans = append(b.spans, [2]int{start, len(b.buf)})
+}
+
+// body concatenates the framed items at indexes into one WriteRequest.
+func (b *batch) body(indexes []int) []byte {
+	n := 0
+	for _, i := range indexes {
+		n += b.spans[i][1] - b.spans[i][0]
+	}
+	out := make([]byte, 0, n)
+	for _, i := range indexes {
+		out = append(out, b.buf[b.spans[i][0]:b.spans[i][1]]...)
+	}
+	return out
+}
+
+// Push implements rpc.Pusher.
+func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
+	tenantID, err := tenant.From(ctx)
+	if err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	b := p.batches.Get().(*batch)
+	b.keys, b.spans, b.buf = b.keys[:0], b.spans[:0], b.buf[:0]
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		b.enc = rwproto.AppendStringLabels(b.enc[:0], ts.Labels)
+		b.add(ring.Token(tenantID, b.enc), func(dst []byte) []byte { return rwproto.AppendSeries(dst, ts.Raw) })
+	}
+	for i := range req.Metadata {
+		m := &req.Metadata[i]
+		b.add(ring.Token(tenantID, []byte(m.MetricFamilyName)), func(dst []byte) []byte { return rwproto.AppendMetadata(dst, m.Raw) })
+	}
+	if len(b.keys) == 0 {
+		p.batches.Put(b)
+		return nil
+	}
+	// Replicas past the quorum keep going after the sender got its answer,
+	// so they must not die with the sender's request.
+	pushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	err = dskitring.DoBatchWithOptions(pushCtx, dskitring.WriteNoExtend, p.ring, b.keys,
+		func(inst dskitring.InstanceDesc, indexes []int) error {
+			c, err := p.GetClientForInstance(inst)
+			if err != nil {
+				return rpc.Errorf(rpc.CauseUnavailable, "ingester %s: %v", inst.Id, err)
+			}
+			if err := c.(*ingesterConn).Push(pushCtx, b.body(indexes)); err != nil {
+				return rpc.Errorf(rpc.CauseOf(err), "ingester %s: %v", inst.Id, err)
+			}
+			return nil
+		},
+		dskitring.DoBatchOptions{
+			Cleanup: func() { cancel(); p.batches.Put(b) },
+			IsClientError: func(err error) bool {
+				c := rpc.CauseOf(err)
+				return c == rpc.CauseBadData || c == rpc.CauseTenantLimit
+			},
+		})
+	var rerr *rpc.Error
+	if err != nil && !errors.As(err, &rerr) {
+		return rpc.Errorf(rpc.CauseUnavailable, "push to ingesters: %v", err) // the ring itself: empty, or too many unhealthy
+	}
+	return err
+}
+
+var _ rpc.Pusher = (*RingPusher)(nil)

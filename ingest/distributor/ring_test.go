@@ -1,0 +1,199 @@
+package distributor
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/isobar-tsdb/isobar/pkg/ring"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/rwproto"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// recordingIngester stands in for an ingester behind a real gRPC server.
+type recordingIngester struct {
+	mu     sync.Mutex
+	series map[string]int
+	err    error
+	srv    *grpc.Server
+}
+
+func (r *recordingIngester) PushBody(ctx context.Context, body []byte) error {
+	if _, err := tenant.From(ctx); err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "no tenant")
+	}
+	var req rwproto.Request
+	if err := req.Unmarshal(body, rwproto.Limits{}); err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ts := range req.Timeseries {
+		r.series[ts.Labels[0].Value]++
+	}
+	return r.err
+}
+
+func (r *recordingIngester) names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.series))
+	for n := range r.series {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cluster starts n recording ingesters in one in-memory ring and a pusher
+// with replication factor rf.
+func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
+	logger := slog.New(slog.DiscardHandler)
+	var rc ring.Config
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	rc.RegisterFlags(fs, "x")
+	require.NoError(t, fs.Parse(nil))
+	rc.HeartbeatPeriod = 100 * time.Millisecond
+	store, err := ring.NewKV(rc, nil, logger, nil)
+	require.NoError(t, err)
+
+	var ings []*recordingIngester
+	for i := range n {
+		ing := &recordingIngester{series: map[string]int{}}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ing.srv = grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor))
+		rpc.RegisterIngesterServer(ing.srv, ing)
+		grpc_health_v1.RegisterHealthServer(ing.srv, health.NewServer())
+		go func() { _ = ing.srv.Serve(lis) }()
+		t.Cleanup(ing.srv.Stop)
+
+		c := rc
+		c.InstanceID = fmt.Sprintf("ingester-%d", i)
+		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
+		lc, err := ring.NewLifecycler(c, store, t.TempDir()+"/tokens", logger, nil)
+		require.NoError(t, err)
+		require.NoError(t, services.StartAndAwaitRunning(context.Background(), lc))
+		t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), lc) })
+		ings = append(ings, ing)
+	}
+	r, err := ring.NewClient(rc, rf, store, logger, nil)
+	require.NoError(t, err)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), r))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
+	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
+
+	p := NewRingPusher(r, 5*time.Second, logger, nil)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), p))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), p) })
+	return ings, p
+}
+
+func decoded(t *testing.T, names ...string) *rwproto.Request {
+	wr := &prompb.WriteRequest{}
+	for _, n := range names {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: n}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: 1}},
+		})
+	}
+	buf, err := wr.Marshal()
+	require.NoError(t, err)
+	var r rwproto.Request
+	require.NoError(t, r.Unmarshal(buf, rwproto.Limits{}))
+	return &r
+}
+
+func names(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("series_%03d", i)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var ctxA = tenant.With(context.Background(), "team-a")
+
+func TestRingPushReplicatesToEveryOwner(t *testing.T) {
+	ings, p := cluster(t, 3, 3)
+	all := names(100)
+	require.NoError(t, p.Push(ctxA, decoded(t, all...)))
+	for _, ing := range ings {
+		require.Eventually(t, func() bool { return len(ing.names()) == len(all) }, 5*time.Second, 10*time.Millisecond)
+		require.Equal(t, all, ing.names())
+	}
+}
+
+func TestRingPushShardsWithRF1(t *testing.T) {
+	ings, p := cluster(t, 3, 1)
+	all := names(300)
+	require.NoError(t, p.Push(ctxA, decoded(t, all...)))
+	seen := map[string]int{}
+	for i, ing := range ings {
+		got := ing.names()
+		require.NotEmpty(t, got, "ingester %d holds a share", i)
+		for _, n := range got {
+			seen[n]++
+		}
+	}
+	require.Len(t, seen, len(all))
+	for n, c := range seen {
+		require.Equal(t, 1, c, "series %s is on exactly one ingester", n)
+	}
+}
+
+func TestRingPushToleratesOneDownIngester(t *testing.T) {
+	ings, p := cluster(t, 3, 3)
+	ings[2].srv.Stop() // still in the ring, but unreachable
+	all := names(50)
+	require.NoError(t, p.Push(ctxA, decoded(t, all...)), "a quorum of 2 of 3 replicas is enough")
+	require.Equal(t, all, ings[0].names())
+	require.Equal(t, all, ings[1].names())
+
+	ings[1].srv.Stop()
+	err := p.Push(ctxA, decoded(t, "lost_quorum"))
+	require.Error(t, err)
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err), "the sender must retry: %v", err)
+}
+
+func TestRingPushKeepsClientErrors(t *testing.T) {
+	ings, p := cluster(t, 3, 3)
+	for _, ing := range ings {
+		ing.err = rpc.Errorf(rpc.CauseBadData, "out-of-order sample")
+	}
+	err := p.Push(ctxA, decoded(t, "x"))
+	require.Equal(t, rpc.CauseBadData, rpc.CauseOf(err))
+	require.ErrorContains(t, err, "out-of-order sample")
+}
+
+func TestRingPushOwnersDependOnTenant(t *testing.T) {
+	_, p := cluster(t, 3, 1)
+	// The same series of two tenants may sit on different ingesters.
+	rs := func(tenantID string) string {
+		enc := rwproto.AppendStringLabels(nil, decoded(t, "up").Timeseries[0].Labels)
+		set, err := p.ring.(*dskitring.Ring).Get(ring.Token(tenantID, enc), dskitring.Write, nil, nil, nil)
+		require.NoError(t, err)
+		return set.Instances[0].Id
+	}
+	owners := map[string]bool{}
+	for i := range 20 {
+		owners[rs(fmt.Sprintf("tenant-%d", i))] = true
+	}
+	require.Greater(t, len(owners), 1)
+}

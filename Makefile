@@ -1,7 +1,7 @@
 # Isobar. `make run` starts the single binary; `make test` installs what the
 # tests need and runs them all.
 GO       ?= go
-BIN      := bin/isobar
+BIN      := isobar
 FUZZTIME ?= 15s
 
 .PHONY: all build run test test-deps unit race e2e fuzz bench bench-go vet clean
@@ -51,4 +51,4 @@ bench:
 	$(GO) run ./bench/cmd/loadgen -url http://127.0.0.1:9009/api/v1/push -series 100000 -duration 60s
 
 clean:
-	rm -rf bin
+	rm -f $(BIN)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func (r *recordingIngester) PushBody(ctx context.Context, body []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ts := range req.Timeseries {
-		r.series[ts.Labels[0].Value]++
+		r.series[strings.Clone(ts.Labels[0].Value)]++ // body is reused after PushBody returns
 	}
 	return r.err
 }

@@ -188,7 +188,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, code int, write func(
 	out := &responseWriter{w: w, code: code}
 	if err := encode(out, write); err != nil {
 		if out.started {
-			a.logger.Error("error writing response", "url", r.URL, "bytesWritten", out.written, "err", err)
+			a.logger.Error("error writing response", "url", r.URL, "bytes_written", out.written, "err", err)
 			return
 		}
 		a.logger.Error("error marshaling response", "url", r.URL, "err", err)

@@ -49,6 +49,9 @@ func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return mem.BufferSlice{mem.SliceBuffer(m.Body)}, nil
 	case *PushResponse:
 		return nil, nil
+	case interface{ Marshal() ([]byte, error) }: // prompb's and our messages
+		b, err := m.Marshal()
+		return mem.BufferSlice{mem.SliceBuffer(b)}, err
 	}
 	return nil, fmt.Errorf("%s codec cannot marshal %T", CodecName, v)
 }
@@ -64,6 +67,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	case *PushResponse:
 		return nil
+	case interface{ Unmarshal([]byte) error }: // these copy what they keep
+		return m.Unmarshal(data.Materialize())
 	}
 	return fmt.Errorf("%s codec cannot unmarshal %T", CodecName, v)
 }

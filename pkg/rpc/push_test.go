@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,4 +49,22 @@ func TestRawCodec(t *testing.T) {
 	_, err = c.Marshal("not a push")
 	require.Error(t, err)
 	require.Error(t, c.Unmarshal(out, new(int)))
+}
+
+func TestLabelsMessagesRoundTrip(t *testing.T) {
+	req := &LabelsRequest{Start: -5, End: 1_700_000_000_000, Name: "instance", Limit: 7,
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_RE, Name: "job", Value: "node|libvirt"}}}
+	b, err := req.Marshal()
+	require.NoError(t, err)
+	var got LabelsRequest
+	require.NoError(t, got.Unmarshal(b))
+	require.Equal(t, *req, got)
+
+	resp := &LabelsResponse{Values: []string{"a", "", "ü"}}
+	b, err = resp.Marshal()
+	require.NoError(t, err)
+	var gotResp LabelsResponse
+	require.NoError(t, gotResp.Unmarshal(b))
+	require.Equal(t, resp.Values, gotResp.Values)
+	require.Error(t, got.Unmarshal([]byte{0x0a, 0x7f}), "truncated input is an error")
 }

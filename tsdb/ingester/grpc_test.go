@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,13 +24,15 @@ import (
 func serveGRPC(t testing.TB, ing *Ingester) *rpc.IngesterClient {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor), grpc.StreamInterceptor(rpc.ServerTenantStreamInterceptor))
 	rpc.RegisterIngesterServer(srv, ing)
+	rpc.RegisterIngesterReaderServer(srv, ing)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	cc, err := grpc.NewClient(lis.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUnaryInterceptor(rpc.ClientTenantInterceptor),
+		grpc.WithStreamInterceptor(rpc.ClientTenantStreamInterceptor),
 		grpc.WithDefaultCallOptions(grpc.UseCompressor("snappy")))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cc.Close() })
@@ -88,6 +91,59 @@ func TestPushOverGRPC(t *testing.T) {
 			require.ErrorContains(t, err, tc.wantMsg)
 		})
 	}
+}
+
+func TestReadOverGRPC(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	ing := startIngester(t, cfg, l, nil)
+	defer stop(t, ing)
+	client := serveGRPC(t, ing)
+	ctx := tenant.With(context.Background(), "team-a")
+
+	var series []prompb.TimeSeries
+	for i := range 300 {
+		s := floatSeries(t0, float64(i), "__name__", "up", "instance", fmt.Sprintf("host-%03d", i), "job", "node")
+		for j := 1; j < 200; j++ {
+			s.Samples = append(s.Samples, prompb.Sample{Timestamp: t0 + int64(j)*15000, Value: float64(i + j)})
+		}
+		series = append(series, s)
+	}
+	require.NoError(t, client.Push(ctx, forward(t, &prompb.WriteRequest{Timeseries: series})))
+
+	q := &prompb.Query{StartTimestampMs: t0, EndTimestampMs: t0 + 200*15000,
+		Matchers: rpc.ToLabelMatchers([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "job", "node")})}
+	frames, got := 0, 0
+	samples := 0
+	require.NoError(t, client.QueryStream(ctx, q, func(r *prompb.ChunkedReadResponse) error {
+		frames++
+		for _, cs := range r.ChunkedSeries {
+			got++
+			require.Equal(t, "up", cs.Labels[0].Value)
+			for _, c := range cs.Chunks {
+				chk, err := chunkenc.FromData(chunkenc.Encoding(c.Type), c.Data)
+				require.NoError(t, err)
+				samples += chk.NumSamples()
+			}
+		}
+		return nil
+	}))
+	require.Equal(t, 300, got)
+	require.Equal(t, 300*200, samples, "every sample comes back, in chunks")
+
+	names, err := client.LabelNames(ctx, &rpc.LabelsRequest{Start: t0, End: t0 + 200*15000})
+	require.NoError(t, err)
+	require.Equal(t, []string{"__name__", "instance", "job"}, names)
+	values, err := client.LabelValues(ctx, &rpc.LabelsRequest{Start: t0, End: t0 + 200*15000, Name: "instance", Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, []string{"host-000", "host-001"}, values)
+
+	other := tenant.With(context.Background(), "team-b")
+	require.NoError(t, client.QueryStream(other, q, func(*prompb.ChunkedReadResponse) error {
+		return fmt.Errorf("tenant team-b must see nothing")
+	}))
+	names, err = client.LabelNames(other, &rpc.LabelsRequest{Start: t0, End: t0 + 200*15000})
+	require.NoError(t, err)
+	require.Empty(t, names)
 }
 
 func TestTruncatedLabelSetNeverMatchesAnotherSeries(t *testing.T) {

@@ -166,6 +166,7 @@ func (a *App) initIngester() (services.Service, error) {
 		return nil, err
 	}
 	rpc.RegisterIngesterServer(a.server.grpc, ing)
+	rpc.RegisterIngesterReaderServer(a.server.grpc, ing)
 	a.ingester = ing
 	return ing, nil
 }

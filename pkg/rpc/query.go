@@ -1,0 +1,324 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// IngesterReaderServer is the read side of an ingester.
+type IngesterReaderServer interface {
+	// QueryStream sends the series matching req, with their chunks, in
+	// frames of a bounded size.
+	QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error
+	LabelNames(ctx context.Context, req *LabelsRequest) ([]string, error)
+	LabelValues(ctx context.Context, req *LabelsRequest) ([]string, error)
+}
+
+const (
+	queryStreamMethod = "/isobar.IngesterReader/QueryStream"
+	labelNamesMethod  = "/isobar.IngesterReader/LabelNames"
+	labelValuesMethod = "/isobar.IngesterReader/LabelValues"
+)
+
+var readerServiceDesc = grpc.ServiceDesc{
+	ServiceName: "isobar.IngesterReader",
+	HandlerType: (*IngesterReaderServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "LabelNames", Handler: labelsHandler(labelNamesMethod, IngesterReaderServer.LabelNames)},
+		{MethodName: "LabelValues", Handler: labelsHandler(labelValuesMethod, IngesterReaderServer.LabelValues)},
+	},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "QueryStream",
+		ServerStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			req := &prompb.Query{}
+			if err := stream.RecvMsg(req); err != nil {
+				return err
+			}
+			send := func(r *prompb.ChunkedReadResponse) error { return stream.SendMsg(r) }
+			return ToStatus(srv.(IngesterReaderServer).QueryStream(stream.Context(), req, send))
+		},
+	}},
+	Metadata: "pkg/rpc/query.go",
+}
+
+// RegisterIngesterReaderServer serves srv's reads on s.
+func RegisterIngesterReaderServer(s grpc.ServiceRegistrar, srv IngesterReaderServer) {
+	s.RegisterService(&readerServiceDesc, srv)
+}
+
+func labelsHandler(method string, call func(IngesterReaderServer, context.Context, *LabelsRequest) ([]string, error)) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		in := &LabelsRequest{}
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		handle := func(ctx context.Context, req any) (any, error) {
+			values, err := call(srv.(IngesterReaderServer), ctx, req.(*LabelsRequest))
+			if err != nil {
+				return nil, ToStatus(err)
+			}
+			return &LabelsResponse{Values: values}, nil
+		}
+		if interceptor == nil {
+			return handle(ctx, in)
+		}
+		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handle)
+	}
+}
+
+// QueryStream asks the ingester for the series matching req and hands each
+// frame to recv.
+func (c *IngesterClient) QueryStream(ctx context.Context, req *prompb.Query, recv func(*prompb.ChunkedReadResponse) error) error {
+	stream, err := c.cc.NewStream(ctx, &readerServiceDesc.Streams[0], queryStreamMethod, grpc.CallContentSubtype(CodecName))
+	if err != nil {
+		return FromStatus(err)
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return FromStatus(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		return FromStatus(err)
+	}
+	for {
+		resp := &prompb.ChunkedReadResponse{}
+		if err := stream.RecvMsg(resp); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return FromStatus(err)
+		}
+		if err := recv(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// LabelNames asks the ingester for label names.
+func (c *IngesterClient) LabelNames(ctx context.Context, req *LabelsRequest) ([]string, error) {
+	return c.labels(ctx, labelNamesMethod, req)
+}
+
+// LabelValues asks the ingester for the values of req.Name.
+func (c *IngesterClient) LabelValues(ctx context.Context, req *LabelsRequest) ([]string, error) {
+	return c.labels(ctx, labelValuesMethod, req)
+}
+
+func (c *IngesterClient) labels(ctx context.Context, method string, req *LabelsRequest) ([]string, error) {
+	resp := &LabelsResponse{}
+	if err := c.cc.Invoke(ctx, method, req, resp, grpc.CallContentSubtype(CodecName)); err != nil {
+		return nil, FromStatus(err)
+	}
+	return resp.Values, nil
+}
+
+// maxFrameBytes bounds one QueryStream message.
+const maxFrameBytes = 1 << 20
+
+// ServeChunkQuery runs req on q and sends the series, chunks as stored,
+// sorted by labels, in frames of about maxFrameBytes.
+func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
+	ms, err := FromLabelMatchers(req.Matchers)
+	if err != nil {
+		return Errorf(CauseBadData, "%v", err)
+	}
+	hints := &storage.SelectHints{Start: req.StartTimestampMs, End: req.EndTimestampMs}
+	ss := q.Select(ctx, true, hints, ms...)
+	frame := &prompb.ChunkedReadResponse{}
+	size := 0
+	var it chunks.Iterator
+	for ss.Next() {
+		s := ss.At()
+		cs := &prompb.ChunkedSeries{}
+		s.Labels().Range(func(l labels.Label) { cs.Labels = append(cs.Labels, prompb.Label{Name: l.Name, Value: l.Value}) })
+		it = s.Iterator(it)
+		for it.Next() {
+			m := it.At()
+			data := m.Chunk.Bytes()
+			cs.Chunks = append(cs.Chunks, prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime, Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: data})
+			size += len(data)
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("read chunks of %s: %w", s.Labels(), err)
+		}
+		frame.ChunkedSeries = append(frame.ChunkedSeries, cs)
+		if size >= maxFrameBytes {
+			if err := send(frame); err != nil {
+				return err
+			}
+			frame, size = &prompb.ChunkedReadResponse{}, 0
+		}
+	}
+	if err := ss.Err(); err != nil {
+		return fmt.Errorf("select series: %w", err)
+	}
+	if len(frame.ChunkedSeries) > 0 {
+		return send(frame)
+	}
+	return nil
+}
+
+// FromLabelMatchers turns wire matchers into Prometheus matchers.
+func FromLabelMatchers(in []*prompb.LabelMatcher) ([]*labels.Matcher, error) {
+	out := make([]*labels.Matcher, 0, len(in))
+	for _, m := range in {
+		var t labels.MatchType
+		switch m.Type {
+		case prompb.LabelMatcher_EQ:
+			t = labels.MatchEqual
+		case prompb.LabelMatcher_NEQ:
+			t = labels.MatchNotEqual
+		case prompb.LabelMatcher_RE:
+			t = labels.MatchRegexp
+		case prompb.LabelMatcher_NRE:
+			t = labels.MatchNotRegexp
+		default:
+			return nil, fmt.Errorf("unknown matcher type %d", m.Type)
+		}
+		lm, err := labels.NewMatcher(t, m.Name, m.Value)
+		if err != nil {
+			return nil, fmt.Errorf("matcher %s: %w", m.Name, err)
+		}
+		out = append(out, lm)
+	}
+	return out, nil
+}
+
+// ToLabelMatchers turns Prometheus matchers into wire matchers.
+func ToLabelMatchers(in []*labels.Matcher) []*prompb.LabelMatcher {
+	out := make([]*prompb.LabelMatcher, 0, len(in))
+	for _, m := range in {
+		t := prompb.LabelMatcher_EQ
+		switch m.Type {
+		case labels.MatchNotEqual:
+			t = prompb.LabelMatcher_NEQ
+		case labels.MatchRegexp:
+			t = prompb.LabelMatcher_RE
+		case labels.MatchNotRegexp:
+			t = prompb.LabelMatcher_NRE
+		}
+		out = append(out, &prompb.LabelMatcher{Type: t, Name: m.Name, Value: m.Value})
+	}
+	return out
+}
+
+// LabelsRequest asks for label names, or for the values of Name, of the
+// series matching Matchers in [Start, End].
+type LabelsRequest struct {
+	Start, End int64
+	Name       string
+	Matchers   []*prompb.LabelMatcher
+	Limit      int
+}
+
+// Marshal encodes the request as protobuf (fields 1 start, 2 end, 3 name,
+// 4 matchers, 5 limit).
+func (r *LabelsRequest) Marshal() ([]byte, error) {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(r.Start))
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(r.End))
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendString(b, r.Name)
+	for _, m := range r.Matchers {
+		mb, err := m.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		b = protowire.AppendBytes(b, mb)
+	}
+	b = protowire.AppendTag(b, 5, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(r.Limit)), nil
+}
+
+// Unmarshal decodes what Marshal encodes.
+func (r *LabelsRequest) Unmarshal(b []byte) error {
+	*r = LabelsRequest{}
+	return eachField(b, func(num protowire.Number, v uint64, bytes []byte) error {
+		switch num {
+		case 1:
+			r.Start = int64(v)
+		case 2:
+			r.End = int64(v)
+		case 3:
+			r.Name = string(bytes)
+		case 4:
+			m := &prompb.LabelMatcher{}
+			if err := m.Unmarshal(bytes); err != nil {
+				return err
+			}
+			r.Matchers = append(r.Matchers, m)
+		case 5:
+			r.Limit = int(v)
+		}
+		return nil
+	})
+}
+
+// LabelsResponse carries label names or values.
+type LabelsResponse struct {
+	Values []string
+}
+
+// Marshal encodes the values as repeated field 1.
+func (r *LabelsResponse) Marshal() ([]byte, error) {
+	var b []byte
+	for _, v := range r.Values {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, v)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes what Marshal encodes.
+func (r *LabelsResponse) Unmarshal(b []byte) error {
+	r.Values = r.Values[:0]
+	return eachField(b, func(num protowire.Number, _ uint64, bytes []byte) error {
+		if num == 1 {
+			r.Values = append(r.Values, string(bytes))
+		}
+		return nil
+	})
+}
+
+// eachField calls f for every varint and bytes field of a message.
+func eachField(b []byte, f func(num protowire.Number, v uint64, bytes []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		var (
+			v     uint64
+			bytes []byte
+		)
+		switch typ {
+		case protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			bytes, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if err := f(num, v, bytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}

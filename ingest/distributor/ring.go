@@ -3,21 +3,14 @@ package distributor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	_ "github.com/grafana/dskit/grpcencoding/snappy" // registers the snappy compressor
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/ring/client"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health/grpc_health_v1"
 
-	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
@@ -36,38 +29,10 @@ type RingPusher struct {
 	batches sync.Pool
 }
 
-// ingesterConn is a pooled connection to one ingester.
-type ingesterConn struct {
-	*rpc.IngesterClient
-	grpc_health_v1.HealthClient
-	cc *grpc.ClientConn
-}
-
-func (c *ingesterConn) Close() error { return c.cc.Close() }
-
 // NewRingPusher returns a pusher over the ingesters of r. timeout bounds
 // each push to an ingester; pushes past the quorum finish in the background.
 func NewRingPusher(r *dskitring.Ring, timeout time.Duration, logger *slog.Logger, reg prometheus.Registerer) *RingPusher {
-	factory := client.PoolAddrFunc(func(addr string) (client.PoolClient, error) {
-		cc, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithUnaryInterceptor(rpc.ClientTenantInterceptor),
-			grpc.WithDefaultCallOptions(grpc.UseCompressor("snappy")))
-		if err != nil {
-			return nil, fmt.Errorf("dial ingester %s: %w", addr, err)
-		}
-		return &ingesterConn{IngesterClient: rpc.NewIngesterClient(cc), HealthClient: grpc_health_v1.NewHealthClient(cc), cc: cc}, nil
-	})
-	clients := promauto.With(reg).NewGauge(prometheus.GaugeOpts{
-		Name: "isobar_distributor_ingester_clients",
-		Help: "Connections the distributor holds to ingesters.",
-	})
-	pool := client.NewPool("ingester", client.PoolConfig{
-		CheckInterval:      15 * time.Second,
-		HealthCheckEnabled: true,
-		HealthCheckTimeout: time.Second,
-	}, client.NewRingServiceDiscovery(r), factory, clients, isolog.GoKit(logger))
-	p := &RingPusher{Pool: pool, ring: r, timeout: timeout}
+	p := &RingPusher{Pool: rpc.NewIngesterPool("distributor", r, logger, reg), ring: r, timeout: timeout}
 	p.batches.New = func() any { return &batch{} }
 	return p
 }
@@ -132,7 +97,7 @@ func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
 			if err != nil {
 				return rpc.Errorf(rpc.CauseUnavailable, "ingester %s: %v", inst.Id, err)
 			}
-			if err := c.(*ingesterConn).Push(pushCtx, b.body(indexes)); err != nil {
+			if err := c.(*rpc.PooledIngester).Push(pushCtx, b.body(indexes)); err != nil {
 				return rpc.Errorf(rpc.CauseOf(err), "ingester %s: %v", inst.Id, err)
 			}
 			return nil

@@ -1,0 +1,217 @@
+package queryable
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/isobar-tsdb/isobar/pkg/ring"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
+)
+
+// dbReader serves the read contract from a Prometheus TSDB, standing in
+// for an ingester (which this package may not import).
+type dbReader struct {
+	db  *tsdb.DB
+	srv *grpc.Server
+}
+
+func (r *dbReader) QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
+	q, err := r.db.ChunkQuerier(req.StartTimestampMs, req.EndTimestampMs)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return rpc.ServeChunkQuery(ctx, q, req, send)
+}
+
+func (r *dbReader) labels(ctx context.Context, req *rpc.LabelsRequest, name bool) ([]string, error) {
+	q, err := r.db.Querier(req.Start, req.End)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	ms, err := rpc.FromLabelMatchers(req.Matchers)
+	if err != nil {
+		return nil, err
+	}
+	if name {
+		v, _, err := q.LabelValues(ctx, req.Name, nil, ms...)
+		return v, err
+	}
+	v, _, err := q.LabelNames(ctx, nil, ms...)
+	return v, err
+}
+
+func (r *dbReader) LabelNames(ctx context.Context, req *rpc.LabelsRequest) ([]string, error) {
+	return r.labels(ctx, req, false)
+}
+
+func (r *dbReader) LabelValues(ctx context.Context, req *rpc.LabelsRequest) ([]string, error) {
+	return r.labels(ctx, req, true)
+}
+
+func (r *dbReader) add(t *testing.T, ls labels.Labels, from, to int64) {
+	app := r.db.Appender(context.Background())
+	for ts := from; ts <= to; ts += 15_000 {
+		_, err := app.Append(0, ls, ts, float64(ts/15_000))
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+}
+
+// replicas starts n readers in one in-memory ring and a queryable over them
+// that reads with replication factor 3.
+func replicas(t *testing.T, n int) ([]*dbReader, *Ingesters) {
+	logger := slog.New(slog.DiscardHandler)
+	var rc ring.Config
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	rc.RegisterFlags(fs, "x")
+	require.NoError(t, fs.Parse(nil))
+	rc.HeartbeatPeriod = 100 * time.Millisecond
+	store, err := ring.NewKV(rc, nil, logger, nil)
+	require.NoError(t, err)
+
+	var readers []*dbReader
+	for i := range n {
+		db, err := tsdb.Open(t.TempDir(), logger, nil, tsdb.DefaultOptions(), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		r := &dbReader{db: db}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		r.srv = grpc.NewServer(grpc.StreamInterceptor(rpc.ServerTenantStreamInterceptor), grpc.UnaryInterceptor(rpc.ServerTenantInterceptor))
+		rpc.RegisterIngesterReaderServer(r.srv, r)
+		grpc_health_v1.RegisterHealthServer(r.srv, health.NewServer())
+		go func() { _ = r.srv.Serve(lis) }()
+		t.Cleanup(r.srv.Stop)
+
+		c := rc
+		c.InstanceID = fmt.Sprintf("ingester-%d", i)
+		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
+		lc, err := ring.NewLifecycler(c, store, t.TempDir()+"/tokens", logger, nil)
+		require.NoError(t, err)
+		require.NoError(t, services.StartAndAwaitRunning(context.Background(), lc))
+		t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), lc) })
+		readers = append(readers, r)
+	}
+	rng, err := ring.NewClient(rc, 3, store, logger, nil)
+	require.NoError(t, err)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), rng))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), rng) })
+	require.Eventually(t, func() bool { return rng.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
+	pool := rpc.NewIngesterPool("querier", rng, logger, nil)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
+	return readers, NewIngesters(rng, pool)
+}
+
+const t0 = int64(1_700_000_000_000)
+
+var ctxA = tenant.With(context.Background(), "team-a")
+
+func samplesOf(t *testing.T, ss storage.SeriesSet) map[string][]int64 {
+	out := map[string][]int64{}
+	var it chunkenc.Iterator
+	for ss.Next() {
+		s := ss.At()
+		it = s.Iterator(it)
+		for it.Next() == chunkenc.ValFloat {
+			ts, _ := it.At()
+			out[s.Labels().String()] = append(out[s.Labels().String()], ts)
+		}
+		require.NoError(t, it.Err())
+	}
+	require.NoError(t, ss.Err())
+	return out
+}
+
+func TestReplicasMergeIntoOneSeries(t *testing.T) {
+	readers, q := replicas(t, 3)
+	up := labels.FromStrings("__name__", "up", "job", "node")
+	// Every replica has most samples; each missed a different stretch, as
+	// after a restart: the merge must hold every sample exactly once.
+	readers[0].add(t, up, t0, t0+100*15_000)
+	readers[1].add(t, up, t0, t0+40*15_000)
+	readers[1].add(t, up, t0+60*15_000, t0+100*15_000)
+	readers[2].add(t, up, t0+20*15_000, t0+100*15_000)
+	load := labels.FromStrings("__name__", "node_load1", "job", "node")
+	readers[1].add(t, load, t0, t0+100*15_000)
+	readers[2].add(t, load, t0, t0+100*15_000)
+
+	qr, err := q.Querier(t0, t0+100*15_000)
+	require.NoError(t, err)
+	got := samplesOf(t, qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "job", "node")))
+	require.Len(t, got, 2)
+	for _, name := range []string{`{__name__="up", job="node"}`, `{__name__="node_load1", job="node"}`} {
+		require.Len(t, got[name], 101, name)
+		for i, ts := range got[name] {
+			require.Equal(t, t0+int64(i)*15_000, ts)
+		}
+	}
+
+	names, _, err := qr.LabelNames(ctxA, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"__name__", "job"}, names)
+	values, _, err := qr.LabelValues(ctxA, "__name__", nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"node_load1", "up"}, values)
+
+	// PromQL over the ring.
+	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	qry, err := eng.NewInstantQuery(ctxA, q, nil, "sum(count_over_time(up[1h]))", time.UnixMilli(t0+100*15_000))
+	require.NoError(t, err)
+	res := qry.Exec(ctxA)
+	require.NoError(t, res.Err)
+	vec, err := res.Vector()
+	require.NoError(t, err)
+	require.Len(t, vec, 1)
+	require.InDelta(t, 101.0, vec[0].F, 0, "no sample counted twice")
+	qry.Close()
+}
+
+func TestReadToleratesOneIngesterDown(t *testing.T) {
+	readers, q := replicas(t, 3)
+	up := labels.FromStrings("__name__", "up")
+	for _, r := range readers {
+		r.add(t, up, t0, t0+10*15_000)
+	}
+	readers[0].srv.Stop()
+	qr, err := q.Querier(t0, t0+10*15_000)
+	require.NoError(t, err)
+	got := samplesOf(t, qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up")))
+	require.Len(t, got[`{__name__="up"}`], 11)
+
+	readers[1].srv.Stop()
+	ss := qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+	require.False(t, ss.Next())
+	require.Error(t, ss.Err(), "two of three down: no quorum, and no silent hole")
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(ss.Err()))
+}
+
+func TestReadNeedsTenant(t *testing.T) {
+	_, q := replicas(t, 1)
+	qr, err := q.Querier(0, math.MaxInt64)
+	require.NoError(t, err)
+	ss := qr.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+	require.False(t, ss.Next())
+	require.Error(t, ss.Err())
+}

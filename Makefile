@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := isobar
 FUZZTIME ?= 15s
 
-.PHONY: all build run test test-deps unit race e2e fuzz bench bench-go vet clean
+.PHONY: all build run run-cluster test test-deps unit race e2e fuzz bench bench-go vet clean
 
 all: build
 
@@ -14,6 +14,10 @@ build:
 # Embedded defaults: tenant "anonymous", data under ./data, HTTP on :9009.
 run: build
 	./$(BIN)
+
+# A local cluster: 3 ingesters, a distributor (:9009) and a querier (:9010).
+run-cluster: build
+	bash scripts/run-cluster.sh
 
 test: test-deps vet unit race fuzz e2e
 

@@ -29,12 +29,14 @@ type Config struct {
 	MaxRecvMsgSize      int           `yaml:"max_recv_msg_size"`
 	MaxSeriesPerRequest int           `yaml:"max_series_per_request"`
 	ForgetIdleTenant    time.Duration `yaml:"forget_idle_tenant_after"`
+	RemoteTimeout       time.Duration `yaml:"remote_timeout"`
 }
 
 // RegisterFlags registers the distributor flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
 	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", 100_000, "Maximum number of series in one remote-write request.")
+	f.DurationVar(&c.RemoteTimeout, "distributor.remote-timeout", 5*time.Second, "How long a push to one ingester may take.")
 	f.DurationVar(&c.ForgetIdleTenant, "distributor.forget-idle-tenant-after", 15*time.Minute, "Drop the rate limiter and the per-tenant metrics of a tenant that sent nothing for this long.")
 }
 

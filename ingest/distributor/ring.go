@@ -3,13 +3,11 @@ package distributor
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 	"time"
 
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/ring/client"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
@@ -22,17 +20,17 @@ import (
 // ingester's request is made of the series' own bytes: nothing is encoded
 // again on the way.
 type RingPusher struct {
-	*client.Pool // a service: it drops the clients of departed ingesters
-
+	pool    *client.Pool
 	ring    dskitring.DoBatchRing
 	timeout time.Duration
 	batches sync.Pool
 }
 
-// NewRingPusher returns a pusher over the ingesters of r. timeout bounds
-// each push to an ingester; pushes past the quorum finish in the background.
-func NewRingPusher(r *dskitring.Ring, timeout time.Duration, logger *slog.Logger, reg prometheus.Registerer) *RingPusher {
-	p := &RingPusher{Pool: rpc.NewIngesterPool("distributor", r, logger, reg), ring: r, timeout: timeout}
+// NewRingPusher returns a pusher over the ingesters of r, connecting
+// through pool (rpc.NewIngesterPool). timeout bounds each push to an
+// ingester; pushes past the quorum finish in the background.
+func NewRingPusher(r dskitring.DoBatchRing, pool *client.Pool, timeout time.Duration) *RingPusher {
+	p := &RingPusher{pool: pool, ring: r, timeout: timeout}
 	p.batches.New = func() any { return &batch{} }
 	return p
 }
@@ -93,7 +91,7 @@ func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
 	pushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	err = dskitring.DoBatchWithOptions(pushCtx, dskitring.WriteNoExtend, p.ring, b.keys,
 		func(inst dskitring.InstanceDesc, indexes []int) error {
-			c, err := p.GetClientForInstance(inst)
+			c, err := p.pool.GetClientForInstance(inst)
 			if err != nil {
 				return rpc.Errorf(rpc.CauseUnavailable, "ingester %s: %v", inst.Id, err)
 			}

@@ -99,10 +99,10 @@ func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
 	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
 
-	p := NewRingPusher(r, 5*time.Second, logger, nil)
-	require.NoError(t, services.StartAndAwaitRunning(context.Background(), p))
-	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), p) })
-	return ings, p
+	pool := rpc.NewIngesterPool("distributor", r, logger, nil)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
+	return ings, NewRingPusher(r, pool, 5*time.Second)
 }
 
 func decoded(t *testing.T, names ...string) *rwproto.Request {

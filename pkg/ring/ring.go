@@ -70,8 +70,6 @@ func (c *Config) Validate() error {
 		return errors.New("-ring.instance-id must be set")
 	case c.HeartbeatPeriod <= 0 || c.HeartbeatTimeout <= c.HeartbeatPeriod:
 		return fmt.Errorf("-ring.heartbeat-timeout (%s) must be longer than -ring.heartbeat-period (%s)", c.HeartbeatTimeout, c.HeartbeatPeriod)
-	case c.KVStore.Store != StoreInMemory && c.InstanceAddr == "":
-		return fmt.Errorf("-ring.instance-addr must be set with -ring.store=%s: it is the address other members dial", c.KVStore.Store)
 	}
 	return nil
 }

@@ -130,10 +130,6 @@ func TestTokenDependsOnTenant(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	c := testConfig(t, "x")
-	c.KVStore.Store = "memberlist"
-	c.InstanceAddr = ""
-	require.ErrorContains(t, c.Validate(), "-ring.instance-addr must be set")
-	c = testConfig(t, "x")
 	c.HeartbeatTimeout = c.HeartbeatPeriod
 	require.ErrorContains(t, c.Validate(), "must be longer")
 }

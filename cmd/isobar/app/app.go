@@ -14,6 +14,8 @@ import (
 	"github.com/grafana/dskit/kv"
 	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/modules"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/ring/client"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -38,8 +40,11 @@ type App struct {
 	overrides    *limits.Overrides
 	memberlistKV *memberlist.KVInitService
 	ringStore    kv.Client
+	ring         *dskitring.Ring
+	pool         *client.Pool
 	ingester     *ingester.Ingester
 
+	targets  []string
 	services map[string]services.Service
 }
 
@@ -56,13 +61,14 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 
 	a := &App{cfg: cfg, logger: logger, reg: reg}
 	a.server = newServer(cfg.Server, cfg.MultitenancyEnabled, logger, reg)
-	mm := modules.NewManager(isolog.GoKit(logger))
-	if err := a.registerModules(mm); err != nil {
-		return nil, fmt.Errorf("register modules: %w", err)
-	}
 	targets, err := parseTargets(cfg.Target)
 	if err != nil {
 		return nil, err
+	}
+	a.targets = targets
+	mm := modules.NewManager(isolog.GoKit(logger))
+	if err := a.registerModules(mm); err != nil {
+		return nil, fmt.Errorf("register modules: %w", err)
 	}
 	a.services, err = mm.InitModuleServices(targets...)
 	if err != nil {

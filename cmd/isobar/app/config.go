@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/grafana/dskit/kv/codec"
@@ -75,8 +76,17 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate checks the whole configuration.
 func (c *Config) Validate() error {
-	if _, err := parseTargets(c.Target); err != nil {
+	targets, err := parseTargets(c.Target)
+	if err != nil {
 		return err
+	}
+	if !slices.Contains(targets, TargetAll) {
+		if c.Ring.KVStore.Store == ring.StoreInMemory {
+			return fmt.Errorf("-target=%s runs part of a cluster, whose members must share the ring: set -ring.store=memberlist (with -memberlist.join) or consul or etcd", c.Target)
+		}
+		if slices.Contains(targets, TargetIngester) && c.Ring.InstanceAddr == "" {
+			return errors.New("an ingester in a cluster needs -ring.instance-addr: the address distributors and queriers dial")
+		}
 	}
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")

@@ -21,6 +21,7 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
+	"github.com/isobar-tsdb/isobar/querier/queryable"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
 )
 
@@ -36,11 +37,8 @@ const (
 	moduleMemberlistKV = "memberlist-kv"
 	moduleRingStore    = "ring-store"
 	moduleIngesterRing = "ingester-ring"
+	moduleIngesterPool = "ingester-pool"
 )
-
-// runnable are the targets that work today. A distributor, ingester or
-// querier alone needs the ring and the gRPC contract between processes.
-var runnable = []string{TargetAll}
 
 func knownTargets() []string {
 	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier}
@@ -52,9 +50,6 @@ func parseTargets(s string) ([]string, error) {
 		t = strings.TrimSpace(t)
 		if !slices.Contains(knownTargets(), t) {
 			return nil, fmt.Errorf("unknown -target %q: use one of %s", t, strings.Join(knownTargets(), ", "))
-		}
-		if !slices.Contains(runnable, t) {
-			return nil, fmt.Errorf("-target %q cannot run on its own yet: components in separate processes need the ingester ring, which this version does not have; use -target=all", t)
 		}
 		out = append(out, t)
 	}
@@ -69,6 +64,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(moduleMemberlistKV, a.initMemberlistKV, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleRingStore, a.initRingStore, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleIngesterRing, a.initIngesterRing, modules.UserInvisibleModule)
+	mm.RegisterModule(moduleIngesterPool, a.initIngesterPool, modules.UserInvisibleModule)
 	mm.RegisterModule(TargetIngester, a.initIngester)
 	mm.RegisterModule(TargetDistributor, a.initDistributor)
 	mm.RegisterModule(TargetQuerier, a.initQuerier)
@@ -77,13 +73,19 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	deps := map[string][]string{
 		moduleRingStore:    {moduleMemberlistKV},
 		moduleIngesterRing: {moduleServer, moduleRingStore},
+		moduleIngesterPool: {moduleIngesterRing},
 		TargetIngester:     {moduleServer, moduleOverrides, moduleRingStore, moduleIngesterRing},
-		// In one process the distributor hands requests to the ingester
-		// directly, with no serialisation between them.
-		TargetDistributor: {moduleServer, moduleOverrides, TargetIngester},
-		TargetQuerier:     {moduleServer, TargetIngester},
-		TargetAll:         {TargetDistributor, TargetIngester, TargetQuerier},
+		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier},
 	}
+	// With the ingester in the same process the distributor and the querier
+	// use it directly, with no serialisation between them; otherwise they
+	// reach the ring's ingesters over gRPC.
+	reach := moduleIngesterPool
+	if a.localIngester() {
+		reach = TargetIngester
+	}
+	deps[TargetDistributor] = []string{moduleServer, moduleOverrides, reach}
+	deps[TargetQuerier] = []string{moduleServer, reach}
 	names := make([]string, 0, len(deps))
 	for name := range deps {
 		names = append(names, name)
@@ -148,7 +150,19 @@ func (a *App) initIngesterRing() (services.Service, error) {
 		return nil, err
 	}
 	a.server.mux.Handle("/ring", r)
+	a.ring = r
 	return r, nil
+}
+
+// localIngester reports whether this process runs the ingester.
+func (a *App) localIngester() bool {
+	return slices.Contains(a.targets, TargetAll) || slices.Contains(a.targets, TargetIngester)
+}
+
+// initIngesterPool holds the connections to the ring's ingesters.
+func (a *App) initIngesterPool() (services.Service, error) {
+	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.logger, a.reg)
+	return a.pool, nil
 }
 
 func (a *App) initIngester() (services.Service, error) {
@@ -172,7 +186,11 @@ func (a *App) initIngester() (services.Service, error) {
 }
 
 func (a *App) initDistributor() (services.Service, error) {
-	d, err := distributor.New(a.cfg.Distributor, a.overrides, a.ingester, a.logger, a.reg)
+	var pusher rpc.Pusher = a.ingester
+	if !a.localIngester() {
+		pusher = distributor.NewRingPusher(a.ring, a.pool, a.cfg.Distributor.RemoteTimeout)
+	}
+	d, err := distributor.New(a.cfg.Distributor, a.overrides, pusher, a.logger, a.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +202,14 @@ func (a *App) initDistributor() (services.Service, error) {
 
 func (a *App) initQuerier() (services.Service, error) {
 	eng := engine.New(a.cfg.Querier, a.logger, a.reg)
-	prom := api.New(eng, a.ingester, a.ingester, a.ingester, buildInfo(), a.logger).
+	var prom *api.API
+	if a.localIngester() {
+		prom = api.New(eng, a.ingester, a.ingester, a.ingester, buildInfo(), a.logger)
+	} else {
+		// Exemplars and metadata are not read over gRPC yet: those endpoints answer empty.
+		prom = api.New(eng, queryable.NewIngesters(a.ring, a.pool), nil, nil, buildInfo(), a.logger)
+	}
+	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})
 	prom.Register(a.server.mux, "/prometheus/api/v1")
 	prom.Register(a.server.mux, "/api/v1")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Starts a local cluster on 127.0.0.1: 3 ingesters (replication factor 3),
+# 1 distributor (push to :9009) and 1 querier (query at :9010), joined by
+# memberlist gossip. Data and logs go under ./data/cluster. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${ISOBAR_BIN:-./isobar}
+base=${CLUSTER_DIR:-./data/cluster}
+mkdir -p "$base"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+
+start() { # name http-port grpc-port memberlist-port target [flags...]
+  local name=$1 http=$2 grpc=$3 ml=$4 target=$5; shift 5
+  "$bin" -target="$target" -data.dir="$base/$name" \
+    -server.http-listen-address=127.0.0.1 -server.http-listen-port="$http" -server.grpc-listen-port="$grpc" \
+    -ring.store=memberlist -ring.instance-id="$name" -ring.instance-addr=127.0.0.1 \
+    -memberlist.bind-addr=127.0.0.1 -memberlist.bind-port="$ml" -memberlist.join=127.0.0.1:7946 \
+    "$@" >"$base/$name.log" 2>&1 &
+  pids+=($!)
+  echo "$name: http://127.0.0.1:$http (pid $!, log $base/$name.log)"
+}
+
+start ingester-1 9011 9095 7946 ingester
+start ingester-2 9012 9096 7947 ingester
+start ingester-3 9013 9097 7948 ingester
+start distributor 9009 9098 7949 distributor
+start querier 9010 9099 7950 querier
+echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9010/prometheus   ring: http://127.0.0.1:9010/ring"
+wait

@@ -99,7 +99,7 @@ func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
 	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
 
-	pool := rpc.NewIngesterPool("distributor", r, logger, nil)
+	pool := rpc.NewIngesterPool("distributor", r, "snappy", logger, nil)
 	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
 	return ings, NewRingPusher(r, pool, 5*time.Second)

@@ -30,14 +30,19 @@ func (c *PooledIngester) Close() error { return c.cc.Close() }
 
 // NewIngesterPool returns a pool of connections to the ingesters of r: it
 // health-checks them and drops those of members that left the ring. who
-// names the user of the pool in its metric.
-func NewIngesterPool(who string, r dskitring.ReadRing, logger *slog.Logger, reg prometheus.Registerer) *client.Pool {
+// names the user of the pool in its metric; compression is a gRPC
+// compressor name ("snappy"), or empty for none.
+func NewIngesterPool(who string, r dskitring.ReadRing, compression string, logger *slog.Logger, reg prometheus.Registerer) *client.Pool {
 	factory := client.PoolAddrFunc(func(addr string) (client.PoolClient, error) {
-		cc, err := grpc.NewClient(addr,
+		opts := []grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithUnaryInterceptor(ClientTenantInterceptor),
 			grpc.WithStreamInterceptor(ClientTenantStreamInterceptor),
-			grpc.WithDefaultCallOptions(grpc.UseCompressor("snappy")))
+		}
+		if compression != "" {
+			opts = append(opts, grpc.WithDefaultCallOptions(grpc.UseCompressor(compression)))
+		}
+		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("dial ingester %s: %w", addr, err)
 		}

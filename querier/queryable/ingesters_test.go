@@ -69,7 +69,7 @@ func (r *dbReader) LabelValues(ctx context.Context, req *rpc.LabelsRequest) ([]s
 	return r.labels(ctx, req, true)
 }
 
-func (r *dbReader) add(t *testing.T, ls labels.Labels, from, to int64) {
+func (r *dbReader) add(t testing.TB, ls labels.Labels, from, to int64) {
 	app := r.db.Appender(context.Background())
 	for ts := from; ts <= to; ts += 15_000 {
 		_, err := app.Append(0, ls, ts, float64(ts/15_000))
@@ -80,7 +80,7 @@ func (r *dbReader) add(t *testing.T, ls labels.Labels, from, to int64) {
 
 // replicas starts n readers in one in-memory ring and a queryable over them
 // that reads with replication factor 3.
-func replicas(t *testing.T, n int) ([]*dbReader, *Ingesters) {
+func replicas(t testing.TB, n int) ([]*dbReader, *Ingesters) {
 	logger := slog.New(slog.DiscardHandler)
 	var rc ring.Config
 	fs := flag.NewFlagSet("", flag.ContinueOnError)
@@ -118,7 +118,7 @@ func replicas(t *testing.T, n int) ([]*dbReader, *Ingesters) {
 	require.NoError(t, services.StartAndAwaitRunning(context.Background(), rng))
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), rng) })
 	require.Eventually(t, func() bool { return rng.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
-	pool := rpc.NewIngesterPool("querier", rng, logger, nil)
+	pool := rpc.NewIngesterPool("querier", rng, "", logger, nil)
 	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
 	return readers, NewIngesters(rng, pool)
@@ -214,4 +214,40 @@ func TestReadNeedsTenant(t *testing.T) {
 	ss := qr.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
 	require.False(t, ss.Next())
 	require.Error(t, ss.Err())
+}
+
+// BenchmarkSelectMergesReplicas reads 1000 series of 120 samples from three
+// replicas over loopback gRPC and merges them, as a querier does for a
+// dashboard panel.
+//
+//	go test ./querier/queryable -run '^$' -bench SelectMerges -count 6 | tee new.txt; benchstat old.txt new.txt
+func BenchmarkSelectMergesReplicas(b *testing.B) {
+	readers, q := replicas(b, 3)
+	t := b
+	const n = 1000
+	for i := range n {
+		ls := labels.FromStrings("__name__", "node_cpu_seconds_total", "cpu", fmt.Sprint(i%64), "instance", fmt.Sprintf("cmp-%04d", i/64), "mode", "idle")
+		for _, r := range readers {
+			r.add(t, ls, t0, t0+119*15_000)
+		}
+	}
+	qr, err := q.Querier(t0, t0+119*15_000)
+	require.NoError(b, err)
+	b.ReportAllocs()
+	var it chunkenc.Iterator
+	for b.Loop() {
+		ss := qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "node_cpu_seconds_total"))
+		series := 0
+		for ss.Next() {
+			it = ss.At().Iterator(it)
+			for it.Next() != chunkenc.ValNone {
+			}
+			series++
+		}
+		if ss.Err() != nil || series != n {
+			b.Fatalf("got %d series: %v", series, ss.Err())
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "series/s")
+	b.ReportMetric(float64(n*120*b.N)/b.Elapsed().Seconds(), "samples/s")
 }

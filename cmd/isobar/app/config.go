@@ -34,15 +34,18 @@ type Config struct {
 	DataDir             string `yaml:"data_dir"`
 	MultitenancyEnabled bool   `yaml:"multitenancy_enabled"`
 
-	Server      ServerConfig        `yaml:"server"`
-	Ring        ring.Config         `yaml:"ring"`
-	Memberlist  memberlist.KVConfig `yaml:"memberlist"`
-	Log         log.Config          `yaml:"log"`
-	Profiling   profiling.Config    `yaml:"profiling"`
-	Distributor distributor.Config  `yaml:"distributor"`
-	Ingester    ingester.Config     `yaml:"ingester"`
-	Querier     engine.Config       `yaml:"querier"`
-	Limits      limits.Limits       `yaml:"limits"`
+	Server     ServerConfig        `yaml:"server"`
+	Ring       ring.Config         `yaml:"ring"`
+	Memberlist memberlist.KVConfig `yaml:"memberlist"`
+	// IngesterClientCompression compresses gRPC between distributors or
+	// queriers and ingesters.
+	IngesterClientCompression string             `yaml:"ingester_client_grpc_compression"`
+	Log                       log.Config         `yaml:"log"`
+	Profiling                 profiling.Config   `yaml:"profiling"`
+	Distributor               distributor.Config `yaml:"distributor"`
+	Ingester                  ingester.Config    `yaml:"ingester"`
+	Querier                   engine.Config      `yaml:"querier"`
+	Limits                    limits.Limits      `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
@@ -65,6 +68,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.Server.GRPCListenPort, "server.grpc-listen-port", 9095, "Port the gRPC server (ingester push) listens on, on the HTTP listen address; 0 picks a free one.")
 	host, _ := os.Hostname()
 	c.Ring.RegisterFlags(f, host)
+	f.StringVar(&c.IngesterClientCompression, "ingester.client.grpc-compression", "", "Compress gRPC to ingesters: empty for none (cheapest inside a data centre) or snappy.")
 	c.Memberlist.RegisterFlags(f)
 	c.Log.RegisterFlags(f)
 	c.Profiling.RegisterFlags(f)
@@ -87,6 +91,9 @@ func (c *Config) Validate() error {
 		if slices.Contains(targets, TargetIngester) && c.Ring.InstanceAddr == "" {
 			return errors.New("an ingester in a cluster needs -ring.instance-addr: the address distributors and queriers dial")
 		}
+	}
+	if c.IngesterClientCompression != "" && c.IngesterClientCompression != "snappy" {
+		return fmt.Errorf("unknown -ingester.client.grpc-compression %q: use snappy or leave it empty", c.IngesterClientCompression)
 	}
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")

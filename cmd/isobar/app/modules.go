@@ -161,7 +161,7 @@ func (a *App) localIngester() bool {
 
 // initIngesterPool holds the connections to the ring's ingesters.
 func (a *App) initIngesterPool() (services.Service, error) {
-	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.logger, a.reg)
+	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.cfg.IngesterClientCompression, a.logger, a.reg)
 	return a.pool, nil
 }
 

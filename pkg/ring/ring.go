@@ -44,6 +44,7 @@ type Config struct {
 	InstanceAddr      string        `yaml:"instance_addr"`
 	InstancePort      int           `yaml:"-"` // the gRPC port, set by the app
 	Zone              string        `yaml:"zone"`
+	ZoneAwareness     bool          `yaml:"zone_awareness_enabled"`
 }
 
 // RegisterFlags registers the ring flags.
@@ -56,7 +57,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet, hostname string) {
 	f.IntVar(&c.NumTokens, "ring.num-tokens", 512, "Tokens an ingester takes in the ring; more spread series more evenly.")
 	f.StringVar(&c.InstanceID, "ring.instance-id", hostname, "This instance's name in the ring; it must be unique and stable across restarts.")
 	f.StringVar(&c.InstanceAddr, "ring.instance-addr", "", "Address other members dial to reach this instance. Required with a shared ring store.")
-	f.StringVar(&c.Zone, "ring.zone", "", "Availability zone of this instance; replicas are spread across zones when set.")
+	f.StringVar(&c.Zone, "ring.zone", "", "Availability zone of this ingester.")
+	f.BoolVar(&c.ZoneAwareness, "ring.zone-awareness-enabled", false, "Place the replicas of each series in different zones (-ring.zone of the ingesters); set it on distributors and queriers.")
 }
 
 // Validate checks the ring configuration.
@@ -97,7 +99,7 @@ func NewClient(c Config, replicationFactor int, store kv.Client, logger *slog.Lo
 	rc := dskitring.Config{
 		HeartbeatTimeout:     c.HeartbeatTimeout,
 		ReplicationFactor:    replicationFactor,
-		ZoneAwarenessEnabled: c.Zone != "",
+		ZoneAwarenessEnabled: c.ZoneAwareness,
 	}
 	r, err := dskitring.NewWithStoreClientAndStrategy(rc, IngesterRingName, IngesterRingKey, store, dskitring.NewDefaultReplicationStrategy(), reg, isolog.GoKit(logger))
 	if err != nil {

@@ -133,3 +133,33 @@ func TestValidate(t *testing.T) {
 	c.HeartbeatTimeout = c.HeartbeatPeriod
 	require.ErrorContains(t, c.Validate(), "must be longer")
 }
+
+func TestZoneAwarePlacement(t *testing.T) {
+	store := newStore(t)
+	dir := t.TempDir()
+	for _, zone := range []string{"az-a", "az-b", "az-c"} {
+		for i := range 2 {
+			c := testConfig(t, fmt.Sprintf("ingester-%s-%d", zone, i))
+			c.Zone = zone
+			lc, err := NewLifecycler(c, store, filepath.Join(dir, c.InstanceID), slog.New(slog.DiscardHandler), nil)
+			require.NoError(t, err)
+			startService(t, lc)
+		}
+	}
+	c := testConfig(t, "reader")
+	c.ZoneAwareness = true
+	r, err := NewClient(c, 3, store, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	startService(t, r)
+	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == 6 }, 10*time.Second, 10*time.Millisecond)
+
+	for _, ls := range privateCloudSeries(1000) {
+		rs, err := r.Get(Token("team-a", ls.Bytes(nil)), dskitring.Write, nil, nil, nil)
+		require.NoError(t, err)
+		zones := map[string]bool{}
+		for _, inst := range rs.Instances {
+			zones[inst.Zone] = true
+		}
+		require.Len(t, zones, 3, "the 3 replicas of a series sit in 3 zones")
+	}
+}

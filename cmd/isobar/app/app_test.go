@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -110,6 +111,26 @@ func TestIngesterJoinsRing(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, page, "ingester-test-1")
 	require.Contains(t, page, "ACTIVE")
+
+	// Tools ask for JSON.
+	req, err := http.NewRequest(http.MethodGet, url+"/ring", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var ringJSON struct {
+		Shards []struct {
+			ID     string   `json:"id"`
+			State  string   `json:"state"`
+			Tokens []uint32 `json:"tokens"`
+		} `json:"shards"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ringJSON))
+	require.Len(t, ringJSON.Shards, 1)
+	require.Equal(t, "ingester-test-1", ringJSON.Shards[0].ID)
+	require.Equal(t, "ACTIVE", ringJSON.Shards[0].State)
+	require.Len(t, ringJSON.Shards[0].Tokens, 512)
 }
 
 func TestMultitenancy(t *testing.T) {

@@ -87,9 +87,11 @@ func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
 		return nil
 	}
 	// Replicas past the quorum keep going after the sender got its answer,
-	// so they must not die with the sender's request.
+	// so their calls must not die with the sender's request. DoBatch itself
+	// waits on the request's context: Cleanup cancels pushCtx as soon as the
+	// last replica finished, which may be before DoBatch has read the result.
 	pushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
-	err = dskitring.DoBatchWithOptions(pushCtx, dskitring.WriteNoExtend, p.ring, b.keys,
+	err = dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, b.keys,
 		func(inst dskitring.InstanceDesc, indexes []int) error {
 			c, err := p.pool.GetClientForInstance(inst)
 			if err != nil {

@@ -198,3 +198,4 @@ func TestRingPushOwnersDependOnTenant(t *testing.T) {
 	}
 	require.Greater(t, len(owners), 1)
 }
+

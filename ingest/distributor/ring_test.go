@@ -198,4 +198,3 @@ func TestRingPushOwnersDependOnTenant(t *testing.T) {
 	}
 	require.Greater(t, len(owners), 1)
 }
-

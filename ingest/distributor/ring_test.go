@@ -2,10 +2,7 @@ package distributor
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"log/slog"
-	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -13,17 +10,15 @@ import (
 	"time"
 
 	dskitring "github.com/grafana/dskit/ring"
-	"github.com/grafana/dskit/services"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/pkg/testutil/ringtest"
 )
 
 // recordingIngester stands in for an ingester behind a real gRPC server.
@@ -64,45 +59,18 @@ func (r *recordingIngester) names() []string {
 // cluster starts n recording ingesters in one in-memory ring and a pusher
 // with replication factor rf.
 func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
-	logger := slog.New(slog.DiscardHandler)
-	var rc ring.Config
-	fs := flag.NewFlagSet("", flag.ContinueOnError)
-	rc.RegisterFlags(fs, "x")
-	require.NoError(t, fs.Parse(nil))
-	rc.HeartbeatPeriod = 100 * time.Millisecond
-	store, err := ring.NewKV(rc, nil, logger, nil)
-	require.NoError(t, err)
-
-	var ings []*recordingIngester
-	for i := range n {
+	ings := make([]*recordingIngester, n)
+	register := make([]func(*grpc.Server), n)
+	for i := range ings {
 		ing := &recordingIngester{series: map[string]int{}}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ing.srv = grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor))
-		rpc.RegisterIngesterServer(ing.srv, ing)
-		grpc_health_v1.RegisterHealthServer(ing.srv, health.NewServer())
-		go func() { _ = ing.srv.Serve(lis) }()
-		t.Cleanup(ing.srv.Stop)
-
-		c := rc
-		c.InstanceID = fmt.Sprintf("ingester-%d", i)
-		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
-		lc, err := ring.NewLifecycler(c, store, t.TempDir()+"/tokens", logger, nil)
-		require.NoError(t, err)
-		require.NoError(t, services.StartAndAwaitRunning(context.Background(), lc))
-		t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), lc) })
-		ings = append(ings, ing)
+		ings[i] = ing
+		register[i] = func(s *grpc.Server) { rpc.RegisterIngesterServer(s, ing) }
 	}
-	r, err := ring.NewClient(rc, rf, store, logger, nil)
-	require.NoError(t, err)
-	require.NoError(t, services.StartAndAwaitRunning(context.Background(), r))
-	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
-	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
-
-	pool := rpc.NewIngesterPool("distributor", r, "snappy", logger, nil)
-	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
-	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
-	return ings, NewRingPusher(r, pool, 5*time.Second)
+	r := ringtest.Start(t, rf, register...)
+	for i, srv := range r.Servers {
+		ings[i].srv = srv
+	}
+	return ings, NewRingPusher(r.Client, r.Pool, 5*time.Second)
 }
 
 func decoded(t *testing.T, names ...string) *rwproto.Request {

@@ -2,15 +2,12 @@ package queryable
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/grafana/dskit/services"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
@@ -19,12 +16,10 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/pkg/testutil/ringtest"
 )
 
 // dbReader serves the read contract from a Prometheus TSDB, standing in
@@ -81,47 +76,21 @@ func (r *dbReader) add(t testing.TB, ls labels.Labels, from, to int64) {
 // replicas starts n readers in one in-memory ring and a queryable over them
 // that reads with replication factor 3.
 func replicas(t testing.TB, n int) ([]*dbReader, *Ingesters) {
-	logger := slog.New(slog.DiscardHandler)
-	var rc ring.Config
-	fs := flag.NewFlagSet("", flag.ContinueOnError)
-	rc.RegisterFlags(fs, "x")
-	require.NoError(t, fs.Parse(nil))
-	rc.HeartbeatPeriod = 100 * time.Millisecond
-	store, err := ring.NewKV(rc, nil, logger, nil)
-	require.NoError(t, err)
-
-	var readers []*dbReader
-	for i := range n {
-		db, err := tsdb.Open(t.TempDir(), logger, nil, tsdb.DefaultOptions(), nil)
+	readers := make([]*dbReader, n)
+	register := make([]func(*grpc.Server), n)
+	for i := range readers {
+		db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
 		r := &dbReader{db: db}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		r.srv = grpc.NewServer(grpc.StreamInterceptor(rpc.ServerTenantStreamInterceptor), grpc.UnaryInterceptor(rpc.ServerTenantInterceptor))
-		rpc.RegisterIngesterReaderServer(r.srv, r)
-		grpc_health_v1.RegisterHealthServer(r.srv, health.NewServer())
-		go func() { _ = r.srv.Serve(lis) }()
-		t.Cleanup(r.srv.Stop)
-
-		c := rc
-		c.InstanceID = fmt.Sprintf("ingester-%d", i)
-		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
-		lc, err := ring.NewLifecycler(c, store, t.TempDir()+"/tokens", logger, nil)
-		require.NoError(t, err)
-		require.NoError(t, services.StartAndAwaitRunning(context.Background(), lc))
-		t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), lc) })
-		readers = append(readers, r)
+		readers[i] = r
+		register[i] = func(s *grpc.Server) { rpc.RegisterIngesterReaderServer(s, r) }
 	}
-	rng, err := ring.NewClient(rc, 3, store, logger, nil)
-	require.NoError(t, err)
-	require.NoError(t, services.StartAndAwaitRunning(context.Background(), rng))
-	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), rng) })
-	require.Eventually(t, func() bool { return rng.InstancesWithTokensCount() == n }, 10*time.Second, 10*time.Millisecond)
-	pool := rpc.NewIngesterPool("querier", rng, "", logger, nil)
-	require.NoError(t, services.StartAndAwaitRunning(context.Background(), pool))
-	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
-	return readers, NewIngesters(rng, pool)
+	r := ringtest.Start(t, 3, register...)
+	for i, srv := range r.Servers {
+		readers[i].srv = srv
+	}
+	return readers, NewIngesters(r.Client, r.Pool)
 }
 
 const t0 = int64(1_700_000_000_000)

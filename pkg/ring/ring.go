@@ -29,6 +29,24 @@ const (
 	IngesterRingKey  = "ring"
 )
 
+// Kind names one hash ring in the key-value store: every ring of a cluster
+// shares the store under its own key.
+type Kind struct {
+	Name string // in metrics and logs
+	Key  string // in the key-value store
+	// Quorum: members that stop heartbeating still count in replica sets, so
+	// that a lost quorum shows (ingesters). Without it the unhealthy are
+	// left out (store-gateways, compactors: any healthy replica will do).
+	Quorum bool
+}
+
+// The rings of a cluster.
+var (
+	Ingesters     = Kind{Name: IngesterRingName, Key: IngesterRingKey, Quorum: true}
+	StoreGateways = Kind{Name: "store-gateway", Key: "store-gateway"}
+	Compactors    = Kind{Name: "compactor", Key: "compactor"}
+)
+
 // StoreInMemory is the store of a single process: a ring nobody else sees.
 const StoreInMemory = "inmemory"
 
@@ -94,25 +112,29 @@ func NewKV(c Config, memberlistKV *memberlist.KVInitService, logger *slog.Logger
 	return client, nil
 }
 
-// NewClient returns a ring client that watches the ingesters in store.
-func NewClient(c Config, replicationFactor int, store kv.Client, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.Ring, error) {
+// NewClient returns a ring client that watches the members of ring kind in store.
+func NewClient(c Config, kind Kind, replicationFactor int, store kv.Client, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.Ring, error) {
 	rc := dskitring.Config{
 		HeartbeatTimeout:     c.HeartbeatTimeout,
 		ReplicationFactor:    replicationFactor,
 		ZoneAwarenessEnabled: c.ZoneAwareness,
 	}
-	r, err := dskitring.NewWithStoreClientAndStrategy(rc, IngesterRingName, IngesterRingKey, store, dskitring.NewDefaultReplicationStrategy(), reg, isolog.GoKit(logger))
+	strategy := dskitring.NewIgnoreUnhealthyInstancesReplicationStrategy()
+	if kind.Quorum {
+		strategy = dskitring.NewDefaultReplicationStrategy()
+	}
+	r, err := dskitring.NewWithStoreClientAndStrategy(rc, kind.Name, kind.Key, store, strategy, reg, isolog.GoKit(logger))
 	if err != nil {
-		return nil, fmt.Errorf("create ingester ring client: %w", err)
+		return nil, fmt.Errorf("create %s ring client: %w", kind.Name, err)
 	}
 	return r, nil
 }
 
-// NewLifecycler returns what puts this ingester in the ring: ACTIVE with
+// NewLifecycler returns what puts this instance in ring kind: ACTIVE with
 // NumTokens tokens, the same ones after a restart (tokensFile), LEAVING and
 // then gone when it stops. Members that stop heartbeating are forgotten after
 // ten heartbeat timeouts.
-func NewLifecycler(c Config, store kv.Client, tokensFile string, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.BasicLifecycler, error) {
+func NewLifecycler(c Config, kind Kind, store kv.Client, tokensFile string, logger *slog.Logger, reg prometheus.Registerer) (*dskitring.BasicLifecycler, error) {
 	kl := isolog.GoKit(logger)
 	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.ACTIVE, c.NumTokens)
 	delegate = dskitring.NewTokensPersistencyDelegate(tokensFile, dskitring.ACTIVE, delegate, kl)
@@ -127,9 +149,9 @@ func NewLifecycler(c Config, store kv.Client, tokensFile string, logger *slog.Lo
 		TokensObservePeriod: 0,
 		NumTokens:           c.NumTokens,
 		RingTokenGenerator:  newSeededTokenGenerator(c.InstanceID),
-	}, IngesterRingName, IngesterRingKey, store, delegate, kl, reg)
+	}, kind.Name, kind.Key, store, delegate, kl, reg)
 	if err != nil {
-		return nil, fmt.Errorf("create ingester lifecycler: %w", err)
+		return nil, fmt.Errorf("create %s lifecycler: %w", kind.Name, err)
 	}
 	return lc, nil
 }
@@ -176,3 +198,14 @@ func (g *seededTokenGenerator) GenerateTokens(n int, taken []uint32) dskitring.T
 
 func (*seededTokenGenerator) CanJoin(map[string]dskitring.InstanceDesc) error { return nil }
 func (*seededTokenGenerator) CanJoinEnabled() bool                            { return false }
+
+// BlockToken is where a tenant's block sits on the store-gateway ring.
+func BlockToken(tenantID, blockID string) uint32 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(tenantID)
+	_, _ = d.Write([]byte{0xff})
+	_, _ = d.WriteString(blockID)
+	h := d.Sum64()
+	return uint32(h) ^ uint32(h>>32)
+}

@@ -39,12 +39,12 @@ func joinRing(t *testing.T, store kv.Client, ids ...string) (*dskitring.Ring, ma
 	lcs := map[string]*dskitring.BasicLifecycler{}
 	dir := t.TempDir()
 	for _, id := range ids {
-		lc, err := NewLifecycler(testConfig(t, id), store, filepath.Join(dir, id+".tokens"), slog.New(slog.DiscardHandler), nil)
+		lc, err := NewLifecycler(testConfig(t, id), Ingesters, store, filepath.Join(dir, id+".tokens"), slog.New(slog.DiscardHandler), nil)
 		require.NoError(t, err)
 		startService(t, lc)
 		lcs[id] = lc
 	}
-	r, err := NewClient(testConfig(t, "reader"), 1, store, slog.New(slog.DiscardHandler), nil)
+	r, err := NewClient(testConfig(t, "reader"), Ingesters, 1, store, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	startService(t, r)
 	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == len(ids) }, 10*time.Second, 10*time.Millisecond)
@@ -100,7 +100,7 @@ func TestTokensSurviveRestart(t *testing.T) {
 	tokensFile := filepath.Join(t.TempDir(), "tokens")
 	cfg := testConfig(t, "ingester-1")
 
-	lc, err := NewLifecycler(cfg, store, tokensFile, slog.New(slog.DiscardHandler), nil)
+	lc, err := NewLifecycler(cfg, Ingesters, store, tokensFile, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	require.NoError(t, services.StartAndAwaitRunning(context.Background(), lc))
 	first := lc.GetTokens()
@@ -116,7 +116,7 @@ func TestTokensSurviveRestart(t *testing.T) {
 	}
 
 	// A fresh store, as after every other member restarted: the same tokens.
-	lc, err = NewLifecycler(cfg, newStore(t), tokensFile, slog.New(slog.DiscardHandler), nil)
+	lc, err = NewLifecycler(cfg, Ingesters, newStore(t), tokensFile, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	startService(t, lc)
 	require.Equal(t, first, lc.GetTokens())
@@ -141,14 +141,14 @@ func TestZoneAwarePlacement(t *testing.T) {
 		for i := range 2 {
 			c := testConfig(t, fmt.Sprintf("ingester-%s-%d", zone, i))
 			c.Zone = zone
-			lc, err := NewLifecycler(c, store, filepath.Join(dir, c.InstanceID), slog.New(slog.DiscardHandler), nil)
+			lc, err := NewLifecycler(c, Ingesters, store, filepath.Join(dir, c.InstanceID), slog.New(slog.DiscardHandler), nil)
 			require.NoError(t, err)
 			startService(t, lc)
 		}
 	}
 	c := testConfig(t, "reader")
 	c.ZoneAwareness = true
-	r, err := NewClient(c, 3, store, slog.New(slog.DiscardHandler), nil)
+	r, err := NewClient(c, Ingesters, 3, store, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	startService(t, r)
 	require.Eventually(t, func() bool { return r.InstancesWithTokensCount() == 6 }, 10*time.Second, 10*time.Millisecond)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	_ "github.com/grafana/dskit/grpcencoding/snappy" // registers the snappy compressor
@@ -33,6 +34,29 @@ func (c *PooledIngester) Close() error { return c.cc.Close() }
 // names the user of the pool in its metric; compression is a gRPC
 // compressor name ("snappy"), or empty for none.
 func NewIngesterPool(who string, r dskitring.ReadRing, compression string, logger *slog.Logger, reg prometheus.Registerer) *client.Pool {
+	return newPool("ingester", who, r, compression, logger, reg, func(cc *grpc.ClientConn) client.PoolClient {
+		return &PooledIngester{IngesterClient: NewIngesterClient(cc), HealthClient: grpc_health_v1.NewHealthClient(cc), cc: cc}
+	})
+}
+
+// PooledStoreGateway is a pooled connection to one store-gateway.
+type PooledStoreGateway struct {
+	*StoreGatewayClient
+	grpc_health_v1.HealthClient
+	cc *grpc.ClientConn
+}
+
+// Close closes the connection.
+func (c *PooledStoreGateway) Close() error { return c.cc.Close() }
+
+// NewStoreGatewayPool is NewIngesterPool for the store-gateways of r.
+func NewStoreGatewayPool(who string, r dskitring.ReadRing, compression string, logger *slog.Logger, reg prometheus.Registerer) *client.Pool {
+	return newPool("store-gateway", who, r, compression, logger, reg, func(cc *grpc.ClientConn) client.PoolClient {
+		return &PooledStoreGateway{StoreGatewayClient: NewStoreGatewayClient(cc), HealthClient: grpc_health_v1.NewHealthClient(cc), cc: cc}
+	})
+}
+
+func newPool(kind, who string, r dskitring.ReadRing, compression string, logger *slog.Logger, reg prometheus.Registerer, wrap func(*grpc.ClientConn) client.PoolClient) *client.Pool {
 	factory := client.PoolAddrFunc(func(addr string) (client.PoolClient, error) {
 		opts := []grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -44,16 +68,16 @@ func NewIngesterPool(who string, r dskitring.ReadRing, compression string, logge
 		}
 		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("dial ingester %s: %w", addr, err)
+			return nil, fmt.Errorf("dial %s %s: %w", kind, addr, err)
 		}
-		return &PooledIngester{IngesterClient: NewIngesterClient(cc), HealthClient: grpc_health_v1.NewHealthClient(cc), cc: cc}, nil
+		return wrap(cc), nil
 	})
 	clients := promauto.With(reg).NewGauge(prometheus.GaugeOpts{
-		Name:        "isobar_ingester_clients",
-		Help:        "Connections held to ingesters.",
+		Name:        "isobar_" + strings.ReplaceAll(kind, "-", "_") + "_clients",
+		Help:        "Connections held to " + kind + "s.",
 		ConstLabels: prometheus.Labels{"client": who},
 	})
-	return client.NewPool("ingester", client.PoolConfig{
+	return client.NewPool(kind, client.PoolConfig{
 		CheckInterval:      15 * time.Second,
 		HealthCheckEnabled: true,
 		HealthCheckTimeout: time.Second,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/tsdb"
@@ -26,6 +27,8 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/tsdb/bucket"
+	"github.com/isobar-tsdb/isobar/tsdb/shipper"
 )
 
 // Config configures the ingester.
@@ -40,6 +43,7 @@ type Config struct {
 	StripeSize           int            `yaml:"stripe_size"`
 	IsolationEnabled     bool           `yaml:"isolation_enabled"`
 	OpenConcurrency      int            `yaml:"open_concurrency"`
+	ShipInterval         time.Duration  `yaml:"ship_interval"`
 }
 
 // RegisterFlags registers the ingester flags.
@@ -53,6 +57,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.StripeSize, "ingester.stripe-size", 16384, "Number of lock stripes of each tenant's series map (power of two): more for tenants with millions of series, fewer for many small tenants.")
 	f.BoolVar(&c.IsolationEnabled, "ingester.isolation-enabled", false, "Hide the samples of a push from queries until all of it is appended. Costs CPU on every append and memory for every series.")
 	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
+	f.DurationVar(&c.ShipInterval, "ingester.ship-interval", time.Minute, "How often new blocks are looked for and shipped to the bucket. 0 ships none.")
 }
 
 // Validate checks the configuration.
@@ -66,6 +71,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-ingester.stripe-size must be a power of two, is %d", c.StripeSize)
 	case c.OpenConcurrency <= 0:
 		return fmt.Errorf("-ingester.open-concurrency must be positive")
+	case c.ShipInterval < 0:
+		return fmt.Errorf("-ingester.ship-interval must not be negative")
 	}
 	return nil
 }
@@ -89,6 +96,21 @@ type Ingester struct {
 	// lifecycler puts the ingester in the ring once its WAL is replayed;
 	// nil when it runs without a ring.
 	lifecycler services.Service
+	// bkt receives the blocks the tenants' heads are cut into; nil ships none.
+	bkt         bucket.Bucket
+	instanceID  string
+	shipMetrics *shipper.Metrics
+}
+
+// Deps are what the ingester works with besides its configuration.
+type Deps struct {
+	// Lifecycler puts the ingester in the ring once its WAL is replayed;
+	// nil when it runs without a ring.
+	Lifecycler services.Service
+	// Bucket receives the tenants' blocks; nil keeps them local only.
+	Bucket bucket.Bucket
+	// InstanceID names the ingester in the meta.json of the blocks it ships.
+	InstanceID string
 }
 
 // tenantDB is one tenant's TSDB and what the ingester keeps beside it.
@@ -98,6 +120,8 @@ type tenantDB struct {
 	reg  *prometheus.Registry
 	refs *refCache
 	meta *metadataStore
+	// shipper uploads the tenant's blocks; nil without a bucket.
+	shipper *shipper.Shipper
 
 	// ready is closed when opening finished; openErr says how.
 	ready   chan struct{}
@@ -110,8 +134,8 @@ type tenantDB struct {
 }
 
 // New returns an ingester; it opens the tenants found on disk when started,
-// and then starts lifecycler, if any, to join the ring.
-func New(cfg Config, overrides *limits.Overrides, lifecycler services.Service, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
+// and then starts the lifecycler, if any, to join the ring.
+func New(cfg Config, overrides *limits.Overrides, deps Deps, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -124,9 +148,14 @@ func New(cfg Config, overrides *limits.Overrides, lifecycler services.Service, l
 		scratch:   newScratchPool(),
 		requests:  sync.Pool{New: func() any { return &rwproto.Request{} }},
 
-		lifecycler: lifecycler,
+		lifecycler: deps.Lifecycler,
+		bkt:        deps.Bucket,
+		instanceID: deps.InstanceID,
 	}
 	i.metrics = newMetrics(reg, i)
+	if i.bkt != nil {
+		i.shipMetrics = shipper.NewMetrics(reg)
+	}
 	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)
 	return i, nil
 }
@@ -179,14 +208,89 @@ func (i *Ingester) starting(ctx context.Context) error {
 func (i *Ingester) running(ctx context.Context) error {
 	t := time.NewTicker(idleCheckInterval(i.cfg.CloseIdleTenantAfter))
 	defer t.Stop()
+	var shipTick <-chan time.Time
+	if i.bkt != nil && i.cfg.ShipInterval > 0 {
+		st := time.NewTicker(i.cfg.ShipInterval)
+		defer st.Stop()
+		shipTick = st.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			i.housekeeping(ctx)
+		case <-shipTick:
+			i.shipAll(ctx)
 		}
 	}
+}
+
+// shipAll ships the new blocks of every open tenant.
+func (i *Ingester) shipAll(ctx context.Context) {
+	for _, t := range i.openTenants() {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := i.ship(ctx, t); err != nil {
+			i.logger.Error("ship blocks", "tenant", t.id, "err", err)
+		}
+	}
+}
+
+func (i *Ingester) ship(ctx context.Context, t *tenantDB) error {
+	if t.shipper == nil {
+		return nil
+	}
+	_, err := t.shipper.Sync(ctx)
+	return err
+}
+
+// openTenants returns the tenants whose TSDB opened successfully.
+func (i *Ingester) openTenants() []*tenantDB {
+	i.mu.Lock()
+	tenants := make([]*tenantDB, 0, len(i.tenants))
+	for _, t := range i.tenants {
+		tenants = append(tenants, t)
+	}
+	i.mu.Unlock()
+	out := tenants[:0]
+	for _, t := range tenants {
+		select {
+		case <-t.ready:
+			if t.openErr == nil {
+				out = append(out, t)
+			}
+		default: // still opening
+		}
+	}
+	return out
+}
+
+// Flush cuts the whole head of every tenant into blocks, one per block
+// range, and ships them. Operators call it before scaling an ingester
+// down; tests call it to get blocks without waiting hours.
+func (i *Ingester) Flush(ctx context.Context) error {
+	if err := i.errNotRunning(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range i.openTenants() {
+		t.inUse.RLock()
+		if t.closed {
+			t.inUse.RUnlock()
+			continue
+		}
+		err := flushHead(ctx, t.db, i.cfg.BlockRange.Milliseconds())
+		t.inUse.RUnlock()
+		if err == nil {
+			err = i.ship(ctx, t)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("flush tenant %q: %w", t.id, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func idleCheckInterval(idle time.Duration) time.Duration {
@@ -287,11 +391,33 @@ func (i *Ingester) open(t *tenantDB) error {
 	if i.cfg.WALCompression {
 		opts.WALCompression = compression.Snappy
 	}
-	db, err := tsdb.Open(filepath.Join(i.cfg.Dir, t.id), i.logger.With("tenant", t.id), t.reg, opts, nil)
+	dir := filepath.Join(i.cfg.Dir, t.id)
+	var opened atomic.Pointer[tsdb.DB]
+	if i.bkt != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create tsdb dir of tenant %q: %w", t.id, err)
+		}
+		sh, err := shipper.New(i.bkt, t.id, dir, i.instanceID, i.shipMetrics, i.logger)
+		if err != nil {
+			return fmt.Errorf("tenant %q: %w", t.id, err)
+		}
+		t.shipper = sh
+		// Local retention deletes a block only once it is in the bucket.
+		// Open itself reloads blocks before db is set: nothing is deleted then.
+		opts.BlocksToDelete = sh.BlocksToDelete(func(blocks []*tsdb.Block) map[ulid.ULID]struct{} {
+			db := opened.Load()
+			if db == nil {
+				return map[ulid.ULID]struct{}{}
+			}
+			return tsdb.DefaultBlocksToDelete(db)(blocks)
+		})
+	}
+	db, err := tsdb.Open(dir, i.logger.With("tenant", t.id), t.reg, opts, nil)
 	if err != nil {
 		i.metrics.activeSeries.DeleteLabelValues(t.id)
 		return fmt.Errorf("open tsdb of tenant %q: %w", t.id, err)
 	}
+	opened.Store(db)
 	t.db = db
 	i.logger.Debug("tenant opened", "tenant", t.id, "series", db.Head().NumSeries())
 	return nil
@@ -344,8 +470,13 @@ func (i *Ingester) closeTenant(t *tenantDB, idle bool) error {
 		return nil
 	}
 	if idle {
-		if err := flushHead(t.db); err != nil {
+		if err := flushHead(context.Background(), t.db, i.cfg.BlockRange.Milliseconds()); err != nil {
 			return fmt.Errorf("flush head of tenant %q: %w", t.id, err)
+		}
+		// A closed tenant ships nothing until it opens again, so it stays
+		// open until its blocks are in the bucket.
+		if err := i.ship(context.Background(), t); err != nil {
+			return fmt.Errorf("ship blocks of idle tenant %q: %w", t.id, err)
 		}
 	}
 	t.closed = true
@@ -355,6 +486,9 @@ func (i *Ingester) closeTenant(t *tenantDB, idle bool) error {
 	}
 	i.mu.Unlock()
 	i.metrics.deleteTenant(t.id)
+	if i.shipMetrics != nil {
+		i.shipMetrics.DeleteTenant(t.id)
+	}
 	if err := t.db.Close(); err != nil {
 		return fmt.Errorf("close tsdb of tenant %q: %w", t.id, err)
 	}
@@ -362,15 +496,30 @@ func (i *Ingester) closeTenant(t *tenantDB, idle bool) error {
 	return nil
 }
 
-// flushHead writes everything in the head, in-order and out-of-order, to blocks.
-func flushHead(db *tsdb.DB) error {
+// flushHead writes everything in the head, in-order and out-of-order, to
+// blocks, one per aligned block range, as the TSDB itself cuts them: the
+// compactor groups blocks by those ranges.
+func flushHead(ctx context.Context, db *tsdb.DB, blockRange int64) error {
 	h := db.Head()
-	if h.NumSeries() > 0 && h.MinTime() <= h.MaxTime() {
-		if err := db.CompactHead(tsdb.NewRangeHead(h, h.MinTime(), h.MaxTime())); err != nil {
+	for h.NumSeries() > 0 && h.MinTime() <= h.MaxTime() {
+		mint := h.MinTime()
+		end := rangeStart(mint, blockRange) + blockRange
+		if err := db.CompactHead(tsdb.NewRangeHead(h, mint, min(end-1, h.MaxTime()))); err != nil {
 			return err
 		}
+		if h.MinTime() <= mint {
+			break // nothing was cut; never loop
+		}
 	}
-	return db.CompactOOOHead(context.Background())
+	return db.CompactOOOHead(ctx)
+}
+
+// rangeStart is the start of the aligned block range holding t.
+func rangeStart(t, blockRange int64) int64 {
+	if t >= 0 {
+		return t - t%blockRange
+	}
+	return -((-t + blockRange - 1) / blockRange) * blockRange
 }
 
 // errNotRunning answers writes and reads before the WAL replay finished.

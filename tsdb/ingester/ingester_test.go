@@ -45,7 +45,7 @@ func testConfig(t testing.TB, dir string) (Config, limits.Limits) {
 func startIngester(t testing.TB, cfg Config, l limits.Limits, tenantLimits map[string]yaml.Node) *Ingester {
 	o, err := limits.NewOverrides(l, tenantLimits)
 	require.NoError(t, err)
-	ing, err := New(cfg, o, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	ing, err := New(cfg, o, Deps{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	require.NoError(t, services.StartAndAwaitRunning(context.Background(), ing))
 	return ing
@@ -302,7 +302,7 @@ func TestNotReadyBeforeStart(t *testing.T) {
 	cfg, l := testConfig(t, t.TempDir())
 	o, err := limits.NewOverrides(l, nil)
 	require.NoError(t, err)
-	ing, err := New(cfg, o, nil, slog.New(slog.DiscardHandler), nil)
+	ing, err := New(cfg, o, Deps{}, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	err = ing.Push(tenant.With(context.Background(), "a"), &rwproto.Request{})
 	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err))

@@ -145,7 +145,7 @@ func (a *App) replicationFactor() int {
 
 // initIngesterRing watches the ring and shows it at /ring.
 func (a *App) initIngesterRing() (services.Service, error) {
-	r, err := ring.NewClient(a.cfg.Ring, a.replicationFactor(), a.ringStore, a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
+	r, err := ring.NewClient(a.cfg.Ring, ring.Ingesters, a.replicationFactor(), a.ringStore, a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
 	if err != nil {
 		return nil, err
 	}
@@ -171,11 +171,11 @@ func (a *App) initIngester() (services.Service, error) {
 	if ringCfg.InstanceAddr == "" {
 		ringCfg.InstanceAddr = "127.0.0.1" // only with the in-memory ring, which nobody else dials
 	}
-	lc, err := ring.NewLifecycler(ringCfg, a.ringStore, filepath.Join(a.cfg.DataDir, "ring-tokens"), a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
+	lc, err := ring.NewLifecycler(ringCfg, ring.Ingesters, a.ringStore, filepath.Join(a.cfg.DataDir, "ring-tokens"), a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
 	if err != nil {
 		return nil, err
 	}
-	ing, err := ingester.New(a.cfg.Ingester, a.overrides, lc, a.logger, a.reg)
+	ing, err := ingester.New(a.cfg.Ingester, a.overrides, ingester.Deps{Lifecycler: lc, InstanceID: ringCfg.InstanceID}, a.logger, a.reg)
 	if err != nil {
 		return nil, err
 	}

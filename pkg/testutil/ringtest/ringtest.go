@@ -60,11 +60,11 @@ func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 		c := rc
 		c.InstanceID = fmt.Sprintf("ingester-%d", i)
 		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
-		lc, err := ring.NewLifecycler(c, store, t.TempDir()+"/tokens", logger, nil)
+		lc, err := ring.NewLifecycler(c, ring.Ingesters, store, t.TempDir()+"/tokens", logger, nil)
 		require.NoError(t, err)
 		run(t, lc)
 	}
-	r.Client, err = ring.NewClient(rc, rf, store, logger, nil)
+	r.Client, err = ring.NewClient(rc, ring.Ingesters, rf, store, logger, nil)
 	require.NoError(t, err)
 	run(t, r.Client)
 	require.Eventually(t, func() bool { return r.Client.InstancesWithTokensCount() == len(register) }, 10*time.Second, 10*time.Millisecond)

@@ -1,0 +1,208 @@
+package queryable
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/tsdb/bucketindex"
+)
+
+// fakeStore stands in for a store-gateway: it holds some blocks, each a
+// TSDB, and answers for all requested blocks or none.
+type fakeStore struct {
+	blocks map[string]*tsdb.DB
+	fail   error
+	mu     sync.Mutex
+	asked  [][]string
+}
+
+func (s *fakeStore) Series(ctx context.Context, req *rpc.BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
+	s.mu.Lock()
+	s.asked = append(s.asked, req.BlockIDs)
+	s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	var missing []string
+	var qs []storage.ChunkQuerier
+	for _, id := range req.BlockIDs {
+		db, ok := s.blocks[id]
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		q, err := db.ChunkQuerier(req.Query.StartTimestampMs, req.Query.EndTimestampMs)
+		if err != nil {
+			return err
+		}
+		qs = append(qs, q)
+	}
+	if len(missing) > 0 {
+		return rpc.BlocksNotHeld("team-a", len(req.BlockIDs), missing)
+	}
+	q := storage.NewMergeChunkQuerier(qs, nil, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
+	defer q.Close()
+	return rpc.ServeChunkQuery(ctx, q, req.Query, recv)
+}
+
+func (s *fakeStore) LabelNames(context.Context, *rpc.BlocksLabelsRequest) ([]string, error) {
+	return []string{"__name__"}, s.fail
+}
+
+func (s *fakeStore) LabelValues(context.Context, *rpc.BlocksLabelsRequest) ([]string, error) {
+	return []string{"up"}, s.fail
+}
+
+type fakeStores struct {
+	replicas map[ulid.ULID][]string
+	stores   map[string]*fakeStore
+}
+
+func (f *fakeStores) Replicas(_ string, id ulid.ULID) ([]string, error) { return f.replicas[id], nil }
+func (f *fakeStores) Store(name string) (BlockStore, error)            { return f.stores[name], nil }
+
+type fixedFinder []bucketindex.Block
+
+func (f fixedFinder) Blocks(_ context.Context, _ string, mint, maxt int64) ([]bucketindex.Block, error) {
+	var out []bucketindex.Block
+	for _, b := range f {
+		if b.Overlaps(mint, maxt) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// blockDB is a TSDB holding up{job=...} every 15s in [from, to].
+func blockDB(t *testing.T, from, to int64, jobs ...string) *tsdb.DB {
+	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	app := db.Appender(context.Background())
+	for ts := from; ts <= to; ts += 15_000 {
+		for _, j := range jobs {
+			_, err := app.Append(0, labels.FromStrings("__name__", "up", "job", j), ts, float64(ts/15_000))
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, app.Commit())
+	return db
+}
+
+func timesBetween(from, to int64) []int64 {
+	var out []int64
+	for ts := from; ts <= to; ts += 15_000 {
+		out = append(out, ts)
+	}
+	return out
+}
+
+func TestBlocksRetryReplicasAndNeverReturnHoles(t *testing.T) {
+	idA, idB := ulid.MustNew(1, nil), ulid.MustNew(2, nil)
+	const hour = int64(time.Hour / time.Millisecond)
+	dbA := blockDB(t, t0, t0+2*hour-15_000, "a")
+	dbB := blockDB(t, t0+2*hour, t0+4*hour, "a", "b")
+	finder := fixedFinder{
+		{ID: idA, MinTime: t0, MaxTime: t0 + 2*hour},
+		{ID: idB, MinTime: t0 + 2*hour, MaxTime: t0 + 4*hour + 1},
+	}
+	for _, tc := range []struct {
+		name     string
+		stores   map[string]*fakeStore
+		replicas map[ulid.ULID][]string
+		wantErr  string
+	}{{
+		name: "first replica down",
+		stores: map[string]*fakeStore{
+			"sg1": {fail: rpc.Errorf(rpc.CauseUnavailable, "connection refused")},
+			"sg2": {blocks: map[string]*tsdb.DB{idA.String(): dbA, idB.String(): dbB}},
+		},
+		replicas: map[ulid.ULID][]string{idA: {"sg1", "sg2"}, idB: {"sg2", "sg1"}},
+	}, {
+		name: "first replica has not loaded the block yet",
+		stores: map[string]*fakeStore{
+			"sg1": {blocks: map[string]*tsdb.DB{idB.String(): dbB}},
+			"sg2": {blocks: map[string]*tsdb.DB{idA.String(): dbA}},
+		},
+		replicas: map[ulid.ULID][]string{idA: {"sg1", "sg2"}, idB: {"sg1", "sg2"}},
+	}, {
+		name: "no replica holds a block",
+		stores: map[string]*fakeStore{
+			"sg1": {blocks: map[string]*tsdb.DB{idB.String(): dbB}},
+			"sg2": {fail: errors.New("boom")},
+		},
+		replicas: map[ulid.ULID][]string{idA: {"sg1", "sg2"}, idB: {"sg1", "sg2"}},
+		wantErr:  "1 blocks of tenant \"team-a\" could not be queried",
+	}, {
+		name:     "a bad query is not retried",
+		stores:   map[string]*fakeStore{"sg1": {fail: rpc.Errorf(rpc.CauseBadData, "bad regexp")}, "sg2": {}},
+		replicas: map[ulid.ULID][]string{idA: {"sg1", "sg2"}, idB: {"sg1", "sg2"}},
+		wantErr:  "bad regexp",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := NewBlocks(finder, &fakeStores{replicas: tc.replicas, stores: tc.stores}).Querier(math.MinInt64, math.MaxInt64)
+			require.NoError(t, err)
+			ss := q.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+			if tc.wantErr != "" {
+				require.False(t, ss.Next())
+				require.ErrorContains(t, ss.Err(), tc.wantErr)
+				if tc.name == "a bad query is not retried" {
+					require.Empty(t, tc.stores["sg2"].asked)
+				}
+				return
+			}
+			require.Equal(t, map[string][]int64{
+				`{__name__="up", job="a"}`: timesBetween(t0, t0+4*hour),
+				`{__name__="up", job="b"}`: timesBetween(t0+2*hour, t0+4*hour),
+			}, samplesOf(t, ss))
+		})
+	}
+}
+
+func TestSplitAsksEachSourceForItsWindow(t *testing.T) {
+	const hour = int64(time.Hour / time.Millisecond)
+	now := t0 + 24*hour
+	// The ingesters hold the last 14h, the bucket everything but the last 2h;
+	// where both hold data it must count once.
+	ingesters := blockDB(t, now-14*hour, now, "a")
+	id := ulid.MustNew(1, nil)
+	store := &fakeStore{blocks: map[string]*tsdb.DB{id.String(): blockDB(t, t0, now-2*hour, "a")}}
+	blocks := NewBlocks(fixedFinder{{ID: id, MinTime: t0, MaxTime: now - 2*hour + 1}}, &fakeStores{
+		replicas: map[ulid.ULID][]string{id: {"sg"}}, stores: map[string]*fakeStore{"sg": store},
+	})
+	for _, tc := range []struct {
+		name                        string
+		ingestersWithin, storeAfter time.Duration
+		from, to                    int64
+		wantStoreAsked              bool
+	}{
+		{"both, overlapping", 13 * time.Hour, 0, t0, now, true},
+		{"recent only: the store is not asked", 13 * time.Hour, 12 * time.Hour, now - hour, now, false},
+		{"old only: from the store", 13 * time.Hour, 12 * time.Hour, t0, t0 + hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store.asked = nil
+			s := NewSplit(ingesters, blocks, tc.ingestersWithin, tc.storeAfter)
+			s.now = func() time.Time { return time.UnixMilli(now) }
+			q, err := s.Querier(tc.from, tc.to)
+			require.NoError(t, err)
+			defer q.Close()
+			got := samplesOf(t, q.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "job", "a")))
+			require.Equal(t, map[string][]int64{`{__name__="up", job="a"}`: timesBetween(tc.from, tc.to)}, got)
+			require.Equal(t, tc.wantStoreAsked, len(store.asked) > 0)
+		})
+	}
+}

@@ -3,6 +3,8 @@
 GO       ?= go
 BIN      := isobar
 FUZZTIME ?= 100000x
+# The S3 server of the tests; scripts/install-test-deps.sh installs it there.
+VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
 
 .PHONY: all build run run-cluster test test-deps unit race e2e fuzz bench bench-go vet clean
 
@@ -29,11 +31,11 @@ vet:
 	$(GO) vet -tags e2e ./cmd/isobar/e2e/
 
 unit:
-	$(GO) test -count=1 ./...
+	ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 ./...
 
 # Every package but the end-to-end tests, under the race detector.
 race:
-	$(GO) test -count=1 -race ./tsdb/... ./ingest/... ./pkg/... ./querier/... ./cmd/isobar/app/
+	ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -race ./tsdb/... ./ingest/... ./pkg/... ./querier/... ./cmd/isobar/app/
 
 # Short runs of every fuzz target, bounded by executions (a time bound can end
 # in a spurious "context deadline exceeded" on a busy machine); longer runs:
@@ -44,9 +46,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./ingest/remotewrite
 	$(GO) test -run '^$$' -fuzz '^FuzzLegacyNames$$' -fuzztime $(FUZZTIME) ./pkg/validation
 
-# End-to-end tests: real isobar processes, a real Prometheus.
+# End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.
 e2e: build
-	ISOBAR_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
+	ISOBAR_BIN=$(CURDIR)/$(BIN) ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
 
 # Go micro-benchmarks of the hot paths.
 bench-go:

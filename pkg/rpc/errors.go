@@ -80,3 +80,10 @@ func CauseOf(err error) Cause {
 	}
 	return CauseInternal
 }
+
+// IsCause reports whether err wraps an *Error of the cause: unlike
+// CauseOf, an error that carries no cause matches none.
+func IsCause(err error, c Cause) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Cause == c
+}

@@ -2,12 +2,15 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 )
 
 func TestSeries(t *testing.T) {
@@ -435,6 +438,8 @@ func TestErrors(t *testing.T) {
 			{badData(errBoom), http.StatusBadRequest},
 			{queryError(errBoom), http.StatusUnprocessableEntity},
 			{queryError(context.Canceled), statusClientClosedConnection},
+			{queryError(fmt.Errorf("expanding series: %w", rpc.Errorf(rpc.CauseUnavailable, "store-gateways down"))), http.StatusServiceUnavailable},
+			{queryError(rpc.Errorf(rpc.CauseBadData, "bad matcher")), http.StatusUnprocessableEntity},
 			{&apiError{typ: errorTimeout, err: errBoom}, http.StatusServiceUnavailable},
 			{&apiError{typ: errorCostLimit, err: errBoom}, http.StatusUnprocessableEntity},
 			{&apiError{typ: errorInternal, err: errBoom}, http.StatusInternalServerError},

@@ -7,6 +7,8 @@ import (
 	"net/http"
 
 	"github.com/prometheus/prometheus/promql"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 )
 
 // errorType is the "errorType" field of an error response. The strings are
@@ -20,6 +22,9 @@ const (
 	errorBadData   errorType = "bad_data"
 	errorInternal  errorType = "internal"
 	errorCostLimit errorType = "cost_limit"
+	// errorUnavailable: some data could not be read now (ingesters or
+	// store-gateways down); retrying later may succeed.
+	errorUnavailable errorType = "unavailable"
 )
 
 // statusClientClosedConnection is the non-standard status code (introduced
@@ -43,9 +48,8 @@ func (e *apiError) Unwrap() error {
 }
 
 // statusCode maps an errorType to the HTTP status code Prometheus answers
-// with by default. Types this package never produces ("unavailable",
-// "not_found", "not_acceptable") are left out; Prometheus maps "unavailable"
-// to 500 through its default case too.
+// with. Types this package never produces ("not_found", "not_acceptable")
+// are left out.
 func (t errorType) statusCode() int {
 	switch t {
 	case errorBadData:
@@ -54,7 +58,7 @@ func (t errorType) statusCode() int {
 		return http.StatusUnprocessableEntity
 	case errorCanceled:
 		return statusClientClosedConnection
-	case errorTimeout:
+	case errorTimeout, errorUnavailable:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError
@@ -96,6 +100,8 @@ func queryError(err error) *apiError {
 		return &apiError{typ: errorInternal, err: err}
 	case errors.Is(err, context.Canceled):
 		return &apiError{typ: errorCanceled, err: err}
+	case rpc.IsCause(err, rpc.CauseUnavailable):
+		return &apiError{typ: errorUnavailable, err: err}
 	}
 	return &apiError{typ: errorExec, err: err}
 }

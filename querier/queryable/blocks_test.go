@@ -72,7 +72,7 @@ type fakeStores struct {
 }
 
 func (f *fakeStores) Replicas(_ string, id ulid.ULID) ([]string, error) { return f.replicas[id], nil }
-func (f *fakeStores) Store(name string) (BlockStore, error)            { return f.stores[name], nil }
+func (f *fakeStores) Store(name string) (BlockStore, error)             { return f.stores[name], nil }
 
 type fixedFinder []bucketindex.Block
 

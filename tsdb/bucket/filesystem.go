@@ -251,7 +251,8 @@ func (b *Filesystem) Upload(ctx context.Context, name string, r io.Reader) (err 
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		return fmt.Errorf("upload %q: %w", name, err)
 	}
-	if err := syncDir(dir); err != nil {
+	// The directory is gone if a concurrent Delete removed the new object.
+	if err := syncDir(dir); err != nil && !isNotExist(err) {
 		return fmt.Errorf("upload %q: %w", name, err)
 	}
 	return nil

@@ -100,7 +100,7 @@ type Block struct {
 	Ingester string `json:"ingester,omitempty"`
 	// UploadedAt is when meta.json, the last file of a block, was uploaded
 	// (unix seconds).
-	UploadedAt int64 `json:"uploaded_at"`
+	UploadedAt int64  `json:"uploaded_at"`
 	NumSamples uint64 `json:"num_samples"`
 	NumSeries  uint64 `json:"num_series"`
 	// Sources are the ULIDs of the level-1 blocks this one was made from.

@@ -25,6 +25,7 @@ import (
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
+	"github.com/isobar-tsdb/isobar/tsdb/storegateway"
 )
 
 // Version is the release of this build.
@@ -43,6 +44,10 @@ type App struct {
 	ring         *dskitring.Ring
 	pool         *client.Pool
 	ingester     *ingester.Ingester
+
+	storeGatewayRing *dskitring.Ring
+	storeGatewayPool *client.Pool
+	storeGateway     *storegateway.StoreGateway
 
 	targets  []string
 	services map[string]services.Service

@@ -24,7 +24,11 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/querier/engine"
+	"github.com/isobar-tsdb/isobar/querier/queryable"
+	"github.com/isobar-tsdb/isobar/tsdb/bucket"
+	"github.com/isobar-tsdb/isobar/tsdb/compactor"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
+	"github.com/isobar-tsdb/isobar/tsdb/storegateway"
 )
 
 // Config is the whole configuration of a process. Every field is a flag
@@ -44,11 +48,27 @@ type Config struct {
 	Profiling                 profiling.Config   `yaml:"profiling"`
 	Distributor               distributor.Config `yaml:"distributor"`
 	Ingester                  ingester.Config    `yaml:"ingester"`
-	Querier                   engine.Config      `yaml:"querier"`
+	Querier                   QuerierConfig      `yaml:"querier"`
+	Bucket                    bucket.Config      `yaml:"bucket"`
+	StoreGateway              StoreGatewayConfig `yaml:"store_gateway"`
+	Compactor                 compactor.Config   `yaml:"compactor"`
 	Limits                    limits.Limits      `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
+}
+
+// QuerierConfig configures the PromQL engine and which source a querier
+// asks for which part of a query.
+type QuerierConfig struct {
+	engine.Config `yaml:",inline"`
+	Storage       queryable.Config `yaml:",inline"`
+}
+
+// StoreGatewayConfig configures the store-gateway and its ring.
+type StoreGatewayConfig struct {
+	storegateway.Config `yaml:",inline"`
+	ReplicationFactor   int `yaml:"replication_factor"`
 }
 
 // ServerConfig configures the HTTP server.
@@ -74,7 +94,12 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Profiling.RegisterFlags(f)
 	c.Distributor.RegisterFlags(f)
 	c.Ingester.RegisterFlags(f)
-	c.Querier.RegisterFlags(f)
+	c.Querier.Config.RegisterFlags(f)
+	c.Querier.Storage.RegisterFlags(f)
+	c.Bucket.RegisterFlags(f)
+	c.StoreGateway.Config.RegisterFlags(f)
+	f.IntVar(&c.StoreGateway.ReplicationFactor, "store-gateway.replication-factor", 3, "How many store-gateways hold each block (fewer if there are fewer); a query tries the others when one fails.")
+	c.Compactor.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 }
 
@@ -88,8 +113,10 @@ func (c *Config) Validate() error {
 		if c.Ring.KVStore.Store == ring.StoreInMemory {
 			return fmt.Errorf("-target=%s runs part of a cluster, whose members must share the ring: set -ring.store=memberlist (with -memberlist.join) or consul or etcd", c.Target)
 		}
-		if slices.Contains(targets, TargetIngester) && c.Ring.InstanceAddr == "" {
-			return errors.New("an ingester in a cluster needs -ring.instance-addr: the address distributors and queriers dial")
+		for _, t := range []string{TargetIngester, TargetStoreGateway, TargetCompactor} {
+			if slices.Contains(targets, t) && c.Ring.InstanceAddr == "" {
+				return fmt.Errorf("a %s in a cluster needs -ring.instance-addr: the address the other members dial", t)
+			}
 		}
 	}
 	if c.IngesterClientCompression != "" && c.IngesterClientCompression != "snappy" {
@@ -98,7 +125,12 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")
 	}
-	return errors.Join(c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(), c.Querier.Validate(), c.Limits.Validate())
+	if c.StoreGateway.ReplicationFactor <= 0 {
+		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
+	}
+	return errors.Join(c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
+		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
+		c.Compactor.Validate(), c.Limits.Validate())
 }
 
 // Load builds the configuration from the defaults, then the YAML file named
@@ -131,6 +163,11 @@ func Load(args []string) (*Config, error) {
 		}
 	}
 	cfg.Ingester.Dir = filepath.Join(cfg.DataDir, "tsdb")
+	cfg.StoreGateway.Dir = filepath.Join(cfg.DataDir, "store-gateway")
+	cfg.Compactor.Dir = filepath.Join(cfg.DataDir, "compactor")
+	if cfg.Bucket.Filesystem.Dir == "" {
+		cfg.Bucket.Filesystem.Dir = filepath.Join(cfg.DataDir, "bucket")
+	}
 	cfg.Memberlist.Codecs = []codec.Codec{dskitring.GetCodec()}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)

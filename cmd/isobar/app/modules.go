@@ -31,17 +31,22 @@ const (
 	TargetDistributor = "distributor"
 	TargetIngester    = "ingester"
 	TargetQuerier     = "querier"
+	// TargetStoreGateway serves the blocks in the bucket to queriers.
+	TargetStoreGateway = "store-gateway"
+	// TargetCompactor merges, deduplicates and deletes the blocks in the bucket.
+	TargetCompactor = "compactor"
 
-	moduleServer       = "server"
-	moduleOverrides    = "overrides"
-	moduleMemberlistKV = "memberlist-kv"
-	moduleRingStore    = "ring-store"
-	moduleIngesterRing = "ingester-ring"
-	moduleIngesterPool = "ingester-pool"
+	moduleServer           = "server"
+	moduleOverrides        = "overrides"
+	moduleMemberlistKV     = "memberlist-kv"
+	moduleRingStore        = "ring-store"
+	moduleIngesterRing     = "ingester-ring"
+	moduleIngesterPool     = "ingester-pool"
+	moduleStoreGatewayRing = "store-gateway-ring"
 )
 
 func knownTargets() []string {
-	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier}
+	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier, TargetStoreGateway, TargetCompactor}
 }
 
 func parseTargets(s string) ([]string, error) {
@@ -68,6 +73,9 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(TargetIngester, a.initIngester)
 	mm.RegisterModule(TargetDistributor, a.initDistributor)
 	mm.RegisterModule(TargetQuerier, a.initQuerier)
+	mm.RegisterModule(moduleStoreGatewayRing, a.initStoreGatewayRing, modules.UserInvisibleModule)
+	mm.RegisterModule(TargetStoreGateway, a.initStoreGateway)
+	mm.RegisterModule(TargetCompactor, a.initCompactor)
 	mm.RegisterModule(TargetAll, nil)
 
 	deps := map[string][]string{
@@ -75,7 +83,11 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		moduleIngesterRing: {moduleServer, moduleRingStore},
 		moduleIngesterPool: {moduleIngesterRing},
 		TargetIngester:     {moduleServer, moduleOverrides, moduleRingStore, moduleIngesterRing},
-		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier},
+		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier, TargetStoreGateway, TargetCompactor},
+
+		moduleStoreGatewayRing: {moduleServer, moduleRingStore},
+		TargetStoreGateway:     {moduleServer, moduleRingStore, moduleStoreGatewayRing},
+		TargetCompactor:        {moduleServer, moduleRingStore},
 	}
 	// With the ingester in the same process the distributor and the querier
 	// use it directly, with no serialisation between them; otherwise they
@@ -85,7 +97,13 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		reach = TargetIngester
 	}
 	deps[TargetDistributor] = []string{moduleServer, moduleOverrides, reach}
-	deps[TargetQuerier] = []string{moduleServer, reach}
+	// Likewise the store-gateway: in process with -target=all, over its
+	// ring otherwise.
+	stores := moduleStoreGatewayRing
+	if a.localStoreGateway() {
+		stores = TargetStoreGateway
+	}
+	deps[TargetQuerier] = []string{moduleServer, reach, stores}
 	names := make([]string, 0, len(deps))
 	for name := range deps {
 		names = append(names, name)
@@ -175,10 +193,15 @@ func (a *App) initIngester() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	ing, err := ingester.New(a.cfg.Ingester, a.overrides, ingester.Deps{Lifecycler: lc, InstanceID: ringCfg.InstanceID}, a.logger, a.reg)
+	bkt, err := a.bucket("ingester")
 	if err != nil {
 		return nil, err
 	}
+	ing, err := ingester.New(a.cfg.Ingester, a.overrides, ingester.Deps{Lifecycler: lc, Bucket: bkt, InstanceID: ringCfg.InstanceID}, a.logger, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.server.mux.Handle("POST /ingester/flush", postAction(ing.Flush))
 	rpc.RegisterIngesterServer(a.server.grpc, ing)
 	rpc.RegisterIngesterReaderServer(a.server.grpc, ing)
 	a.ingester = ing
@@ -201,17 +224,27 @@ func (a *App) initDistributor() (services.Service, error) {
 }
 
 func (a *App) initQuerier() (services.Service, error) {
-	eng := engine.New(a.cfg.Querier, a.logger, a.reg)
+	eng := engine.New(a.cfg.Querier.Config, a.logger, a.reg)
+	blocks, err := a.blocksQueryable()
+	if err != nil {
+		return nil, err
+	}
+	storageCfg := a.cfg.Querier.Storage
 	var prom *api.API
 	if a.localIngester() {
-		prom = api.New(eng, a.ingester, a.ingester, a.ingester, buildInfo(), a.logger)
+		q := queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
+		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger)
 	} else {
 		// Exemplars and metadata are not read over gRPC yet: those endpoints answer empty.
-		prom = api.New(eng, queryable.NewIngesters(a.ring, a.pool), nil, nil, buildInfo(), a.logger)
+		q := queryable.NewSplit(queryable.NewIngesters(a.ring, a.pool), blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
+		prom = api.New(eng, q, nil, nil, buildInfo(), a.logger)
 	}
 	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})
 	prom.Register(a.server.mux, "/prometheus/api/v1")
 	prom.Register(a.server.mux, "/api/v1")
+	if a.storeGatewayPool != nil {
+		return a.storeGatewayPool, nil
+	}
 	return services.NewIdleService(nil, nil), nil
 }

@@ -22,6 +22,7 @@ type cluster struct {
 	ingesters   []*isobar
 	distributor *isobar
 	querier     *isobar
+	join        string // the -memberlist.join of every member
 }
 
 func port(addr string) string {
@@ -29,27 +30,35 @@ func port(addr string) string {
 	return p
 }
 
-func startCluster(t *testing.T) *cluster {
-	join := freeAddr(t)
-	member := func(name, target, gossipAddr string, extra ...string) []string {
-		return append([]string{
-			"-target=" + target, "-ring.store=memberlist", "-ring.instance-id=" + name, "-ring.instance-addr=127.0.0.1",
-			"-memberlist.bind-addr=127.0.0.1", "-memberlist.bind-port=" + port(gossipAddr), "-memberlist.join=" + join,
-			"-ring.replication-factor=3",
-		}, extra...)
-	}
-	c := &cluster{}
+// clusterMember returns the flags of a cluster member named name running
+// target, gossiping on gossipAddr and joining the member at join.
+// Members that others dial over gRPC announce their port in a ring, so it
+// is fixed, not picked by the process.
+func clusterMember(t *testing.T, join, name, target, gossipAddr string, extra ...string) []string {
+	return append([]string{
+		"-target=" + target, "-ring.store=memberlist", "-ring.instance-id=" + name, "-ring.instance-addr=127.0.0.1",
+		"-memberlist.bind-addr=127.0.0.1", "-memberlist.bind-port=" + port(gossipAddr), "-memberlist.join=" + join,
+		"-ring.replication-factor=3", "-server.grpc-listen-port=" + port(freeAddr(t)),
+	}, extra...)
+}
+
+// startCluster starts the cluster; extra flags go to every member.
+func startCluster(t *testing.T, extra ...string) *cluster {
+	// Every member joins through the first ingester, the distributor and
+	// the querier: whichever of them restarts finds the others again.
+	ingesterGossip, distributorGossip, querierGossip := freeAddr(t), freeAddr(t), freeAddr(t)
+	join := strings.Join([]string{ingesterGossip, distributorGossip, querierGossip}, ",")
+	c := &cluster{join: join}
 	for i := range 3 {
-		gossip := join
+		gossip := ingesterGossip
 		if i > 0 {
 			gossip = freeAddr(t)
 		}
-		// An ingester announces its gRPC port in the ring: it must be fixed.
-		flags := member(fmt.Sprintf("ingester-%d", i), "ingester", gossip, "-server.grpc-listen-port="+port(freeAddr(t)))
+		flags := clusterMember(t, join, fmt.Sprintf("ingester-%d", i), "ingester", gossip, extra...)
 		c.ingesters = append(c.ingesters, startIsobar(t, t.TempDir(), flags...))
 	}
-	c.distributor = startIsobar(t, t.TempDir(), member("distributor", "distributor", freeAddr(t))...)
-	c.querier = startIsobar(t, t.TempDir(), member("querier", "querier", freeAddr(t))...)
+	c.distributor = startIsobar(t, t.TempDir(), clusterMember(t, join, "distributor", "distributor", distributorGossip, extra...)...)
+	c.querier = startIsobar(t, t.TempDir(), clusterMember(t, join, "querier", "querier", querierGossip, extra...)...)
 	for _, p := range []*isobar{c.distributor, c.querier} {
 		waitActive(t, p, 3)
 	}

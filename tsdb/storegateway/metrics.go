@@ -1,0 +1,83 @@
+package storegateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	blocksLoaded     prometheus.Gauge
+	blocksOpen       prometheus.Gauge
+	indexBytes       prometheus.Gauge
+	indexDownloads   prometheus.Counter
+	cacheHits        prometheus.Counter
+	cacheMisses      prometheus.Counter
+	cacheBytes       prometheus.Gauge
+	rangeReads       prometheus.Counter
+	rangeReadBytes   prometheus.Counter
+	queryDuration    *prometheus.HistogramVec
+	syncs            prometheus.Counter
+	syncFailures     prometheus.Counter
+	lastSyncDuration prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	const ns = "isobar_store_gateway_"
+	return &metrics{
+		blocksLoaded: f.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "blocks_loaded",
+			Help: "Blocks owned by this store-gateway whose index is on local disk.",
+		}),
+		blocksOpen: f.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "blocks_open",
+			Help: "Blocks whose index reader is open (mmapped).",
+		}),
+		indexBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "index_bytes",
+			Help: "Bytes of the index files of loaded blocks on local disk.",
+		}),
+		indexDownloads: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "index_downloads_total",
+			Help: "Index files downloaded from the bucket.",
+		}),
+		cacheHits: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "chunk_cache_hits_total",
+			Help: "Chunks found in the chunk cache.",
+		}),
+		cacheMisses: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "chunk_cache_misses_total",
+			Help: "Chunks not found in the chunk cache, read from the bucket.",
+		}),
+		cacheBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "chunk_cache_bytes",
+			Help: "Bytes held by the chunk cache.",
+		}),
+		rangeReads: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "bucket_range_reads_total",
+			Help: "Byte-range reads of chunk segments from the bucket.",
+		}),
+		rangeReadBytes: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "bucket_range_read_bytes_total",
+			Help: "Bytes read from chunk segments in the bucket.",
+		}),
+		queryDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        ns + "query_duration_seconds",
+			Help:                        "Time to answer a store-gateway request.",
+			Buckets:                     prometheus.DefBuckets,
+			NativeHistogramBucketFactor: 1.1,
+		}, []string{"method"}),
+		syncs: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "syncs_total",
+			Help: "Syncs of the blocks with the bucket indexes.",
+		}),
+		syncFailures: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "sync_failures_total",
+			Help: "Syncs that failed, in part or in whole.",
+		}),
+		lastSyncDuration: f.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "last_sync_duration_seconds",
+			Help: "How long the last sync took.",
+		}),
+	}
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local cluster on 127.0.0.1: 3 ingesters (replication factor 3),
-# 1 distributor (push to :9009) and 1 querier (query at :9010), joined by
-# memberlist gossip. Data and logs go under ./data/cluster. Ctrl-C stops it.
+# 1 distributor (push to :9009), 1 querier (query at :9010), 1 store-gateway
+# and 1 compactor, joined by memberlist gossip and sharing a filesystem
+# bucket. Data, bucket and logs go under ./data/cluster. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ISOBAR_BIN:-./isobar}
@@ -16,7 +17,7 @@ start() { # name http-port grpc-port memberlist-port target [flags...]
     -server.http-listen-address=127.0.0.1 -server.http-listen-port="$http" -server.grpc-listen-port="$grpc" \
     -ring.store=memberlist -ring.instance-id="$name" -ring.instance-addr=127.0.0.1 \
     -memberlist.bind-addr=127.0.0.1 -memberlist.bind-port="$ml" -memberlist.join=127.0.0.1:7946 \
-    "$@" >"$base/$name.log" 2>&1 &
+    -bucket.filesystem.dir="$base/bucket" "$@" >"$base/$name.log" 2>&1 &
   pids+=($!)
   echo "$name: http://127.0.0.1:$http (pid $!, log $base/$name.log)"
 }
@@ -26,5 +27,8 @@ start ingester-2 9012 9096 7947 ingester
 start ingester-3 9013 9097 7948 ingester
 start distributor 9009 9098 7949 distributor
 start querier 9010 9099 7950 querier
-echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9010/prometheus   ring: http://127.0.0.1:9010/ring"
+start store-gateway 9014 9100 7951 store-gateway
+start compactor 9015 9101 7952 compactor
+echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9010/prometheus"
+echo "rings: http://127.0.0.1:9010/ring (ingesters)   http://127.0.0.1:9010/store-gateway/ring"
 wait

@@ -213,6 +213,8 @@ func (i *Ingester) running(ctx context.Context) error {
 		st := time.NewTicker(i.cfg.ShipInterval)
 		defer st.Stop()
 		shipTick = st.C
+		// Blocks cut before a crash, and not shipped then, go now.
+		i.shipAll(ctx)
 	}
 	for {
 		select {

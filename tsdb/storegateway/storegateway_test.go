@@ -102,11 +102,19 @@ func TestSyncDownloadsOwnedIndexesAndDropsDisowned(t *testing.T) {
 	require.Nil(t, blockFiles(t, dir, "t1", f.early.ID), "a disowned block is dropped from disk")
 	require.Equal(t, []string{"index", "meta.json"}, blockFiles(t, dir, "t1", f.late.ID))
 
-	// Marked for deletion, or gone from the index: dropped.
-	writeIndex(t, f.bkt, "t1", &bucketindex.Index{
-		Blocks:        []bucketindex.Block{f.early, f.late},
-		DeletionMarks: []bucketindex.DeletionMark{{ID: f.late.ID, DeletionTime: time.Now().Unix()}},
-	})
+	// Marked for deletion: a loaded block stays, for queriers whose copy of
+	// the bucket index predates the mark; one not loaded is not loaded.
+	mu.Lock()
+	disowned = map[ulid.ULID]bool{}
+	mu.Unlock()
+	marks := []bucketindex.DeletionMark{{ID: f.early.ID, DeletionTime: time.Now().Unix()}, {ID: f.late.ID, DeletionTime: time.Now().Unix()}}
+	writeIndex(t, f.bkt, "t1", &bucketindex.Index{Blocks: []bucketindex.Block{f.early, f.late}, DeletionMarks: marks})
+	require.NoError(t, sg.SyncOnce(context.Background()))
+	require.Equal(t, []string{"index", "meta.json"}, blockFiles(t, dir, "t1", f.late.ID), "a loaded block stays while marked")
+	require.Nil(t, blockFiles(t, dir, "t1", f.early.ID), "a marked block is not loaded")
+
+	// Gone from the index: dropped.
+	writeIndex(t, f.bkt, "t1", &bucketindex.Index{})
 	writeIndex(t, f.bkt, "t2", &bucketindex.Index{})
 	require.NoError(t, sg.SyncOnce(context.Background()))
 	require.Nil(t, blockFiles(t, dir, "t1", f.late.ID))

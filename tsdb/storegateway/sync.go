@@ -63,8 +63,19 @@ func (s *StoreGateway) sync(ctx context.Context) error {
 			keep[t] = true
 			continue
 		}
+		s.mu.Lock()
+		loaded := map[ulid.ULID]bool{}
+		for k := range s.blocks {
+			if k.tenant == t {
+				loaded[k.id] = true
+			}
+		}
+		s.mu.Unlock()
 		for _, b := range x.Blocks {
-			if x.Marked(b.ID) {
+			// A block marked for deletion is not loaded any more, but one
+			// loaded stays until it is deleted: queriers whose copy of the
+			// bucket index predates the mark still ask for it.
+			if x.Marked(b.ID) && !loaded[b.ID] {
 				continue
 			}
 			if s.opts.OwnsBlock != nil {

@@ -2,16 +2,19 @@ package app
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 const deploymentsDir = "../../../deployments"
@@ -71,5 +74,51 @@ func TestDashboardQueriesExistingMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestComposeCluster checks the Compose file without Docker: every isobar
+// service's command line loads into a valid configuration, the cluster has
+// every component, and the hosts it dials are services of the file.
+func TestComposeCluster(t *testing.T) {
+	dir := filepath.Join(deploymentsDir, "compose")
+	raw, err := os.ReadFile(filepath.Join(dir, "docker-compose.yaml"))
+	require.NoError(t, err)
+	var compose struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &compose))
+
+	const configInContainer = "/etc/isobar/isobar.yaml"
+	var targets []string
+	var dialed []string
+	for name, svc := range compose.Services {
+		if len(svc.Command) == 0 || !strings.HasPrefix(svc.Command[0], "-target=") {
+			continue // not isobar
+		}
+		require.Contains(t, svc.Volumes, "./isobar.yaml:"+configInContainer+":ro", "service %s mounts the shared configuration", name)
+		args := make([]string, 0, len(svc.Command))
+		for _, a := range svc.Command {
+			args = append(args, strings.Replace(a, configInContainer, filepath.Join(dir, "isobar.yaml"), 1))
+		}
+		cfg, err := Load(args)
+		require.NoError(t, err, "service %s", name)
+		require.Equal(t, name, cfg.Ring.InstanceID, "service %s", name)
+		require.Equal(t, name, cfg.Ring.InstanceAddr, "service %s", name)
+		require.Equal(t, "memberlist", cfg.Ring.KVStore.Store)
+		require.Equal(t, "s3", cfg.Bucket.Backend)
+		targets = append(targets, cfg.Target)
+		dialed = append(dialed, cfg.Bucket.S3.Endpoint)
+		dialed = append(dialed, cfg.Memberlist.JoinMembers...)
+	}
+	slices.Sort(targets)
+	require.Equal(t, []string{TargetCompactor, TargetDistributor, TargetIngester, TargetIngester, TargetIngester, TargetQuerier, TargetStoreGateway}, targets)
+	for _, addr := range dialed {
+		host, _, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		require.Contains(t, compose.Services, host, "%s names a service of the Compose file", addr)
 	}
 }

@@ -4,16 +4,20 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
@@ -174,4 +178,112 @@ func TestLongTermStorage(t *testing.T) {
 	require.Equal(t, live[1:], kept, "only the oldest block is gone")
 	time.Sleep(2 * time.Second) // the querier's copy of the bucket index is at most 1s old
 	checkAll(kept[0].MinTime)
+}
+
+// localBlocks lists the blocks an ingester cut for the tenant.
+func localBlocks(t *testing.T, dataDir, tenantID string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dataDir, "tsdb", tenantID))
+	require.NoError(t, err)
+	var ids []string
+	for _, e := range entries {
+		if _, err := ulid.ParseStrict(e.Name()); err == nil && e.IsDir() {
+			if _, err := os.Stat(filepath.Join(dataDir, "tsdb", tenantID, e.Name(), "meta.json")); err == nil {
+				ids = append(ids, e.Name())
+			}
+		}
+	}
+	return ids
+}
+
+// bucketBlocks lists the complete blocks of the tenant in the bucket.
+func bucketBlocks(t *testing.T, bkt bucket.Reader, tenantID string) []string {
+	t.Helper()
+	scan, err := bucketindex.Update(context.Background(), bkt, tenantID, nil, time.Now())
+	require.NoError(t, err)
+	var ids []string
+	for _, b := range scan.Index.Blocks {
+		ids = append(ids, b.ID.String())
+	}
+	return ids
+}
+
+// TestIngesterKilledBeforeShippingShipsOnce kills an ingester with SIGKILL
+// after its TSDB cut blocks and before it shipped them: after the restart
+// each of those blocks is shipped, once.
+func TestIngesterKilledBeforeShippingShipsOnce(t *testing.T) {
+	s3 := startS3(t)
+	gossip := freeAddr(t)
+	// 1-minute blocks, so the TSDB cuts some within a minute; shipping
+	// only at start and then hourly, so the cut blocks wait.
+	ing := startIsobar(t, t.TempDir(), clusterMember(t, gossip, "ingester-0", "distributor,ingester", gossip,
+		append(s3.flags(), "-ingester.block-range=1m", "-ingester.ship-interval=1h")...)...)
+	now := time.Now().UnixMilli()
+	for ts := now - 10*60_000; ts <= now; ts += 5_000 {
+		req := &prompb.WriteRequest{}
+		for i := range 5 {
+			req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_ship", "series", fmt.Sprint(i)}, sample(ts, float64(ts))))
+		}
+		mustPush(t, ing.URL, "", req)
+	}
+	var cut []string
+	waitFor(t, 2*time.Minute, "the TSDB to cut blocks", func() error {
+		if cut = localBlocks(t, ing.DataDir, "anonymous"); len(cut) == 0 {
+			return errors.New("no block yet")
+		}
+		return nil
+	})
+	ing.Kill9()
+	bkt, err := bucket.NewS3(bucket.S3Config{Endpoint: s3.Endpoint, BucketName: s3.Bucket, AccessKeyID: s3.AccessKey, SecretAccessKey: flagext.SecretWithValue(s3.SecretKey), Insecure: true, PathStyle: true}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Empty(t, bucketBlocks(t, bkt, "anonymous"), "nothing was shipped before the kill")
+	t.Logf("%d blocks cut, none shipped, ingester killed", len(cut))
+
+	ing.Restart()
+	waitFor(t, 30*time.Second, "the cut blocks to be shipped", func() error {
+		shipped := bucketBlocks(t, bkt, "anonymous")
+		for _, id := range cut {
+			if !slices.Contains(shipped, id) {
+				return fmt.Errorf("block %s not in the bucket; it has %v", id, shipped)
+			}
+		}
+		return nil
+	})
+	// Each block in the bucket was uploaded once: as many uploads as blocks.
+	require.Equal(t, len(bucketBlocks(t, bkt, "anonymous")), shipperUploads(t, ing))
+
+	// Another restart uploads only blocks cut since, none again.
+	require.Equal(t, 0, ing.Stop())
+	before := bucketBlocks(t, bkt, "anonymous")
+	ing.Restart()
+	local := localBlocks(t, ing.DataDir, "anonymous")
+	var after []string
+	waitFor(t, 30*time.Second, "the blocks cut before the restart to be shipped", func() error {
+		after = bucketBlocks(t, bkt, "anonymous")
+		for _, id := range local {
+			if !slices.Contains(after, id) {
+				return fmt.Errorf("block %s not in the bucket", id)
+			}
+		}
+		return nil
+	})
+	require.Subset(t, after, before)
+	require.Equal(t, len(after)-len(before), shipperUploads(t, ing), "uploads after the second restart")
+}
+
+// shipperUploads reads how many blocks the ingester's shipper uploaded.
+func shipperUploads(t *testing.T, ing *isobar) int {
+	t.Helper()
+	_, page, err := httpGet(ing.URL+"/metrics", nil)
+	require.NoError(t, err)
+	const prefix = `isobar_ingester_shipper_uploads_total{outcome="success"} `
+	for _, l := range strings.Split(page, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			var n int
+			_, err := fmt.Sscanf(strings.TrimPrefix(l, prefix), "%d", &n)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	return 0 // the counter has no series before the first upload
 }

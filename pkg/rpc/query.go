@@ -21,6 +21,12 @@ type IngesterReaderServer interface {
 	QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error
 	LabelNames(ctx context.Context, req *LabelsRequest) ([]string, error)
 	LabelValues(ctx context.Context, req *LabelsRequest) ([]string, error)
+	// QueryExemplars returns the exemplars matching req, as
+	// storage.ExemplarQuerier.Select does.
+	QueryExemplars(ctx context.Context, req *ExemplarsRequest) (*ExemplarsResponse, error)
+	// QueryMetadata returns the metric metadata req selects, limited as
+	// req says (gRPC method MetricMetadata).
+	QueryMetadata(ctx context.Context, req *MetadataRequest) (*MetadataResponse, error)
 }
 
 const (
@@ -35,6 +41,8 @@ var readerServiceDesc = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{
 		{MethodName: "LabelNames", Handler: labelsHandler(labelNamesMethod, IngesterReaderServer.LabelNames)},
 		{MethodName: "LabelValues", Handler: labelsHandler(labelValuesMethod, IngesterReaderServer.LabelValues)},
+		{MethodName: "QueryExemplars", Handler: unaryHandler(queryExemplarsMethod, IngesterReaderServer.QueryExemplars)},
+		{MethodName: "MetricMetadata", Handler: unaryHandler(metricMetadataMethod, IngesterReaderServer.QueryMetadata)},
 	},
 	Streams: []grpc.StreamDesc{{
 		StreamName:    "QueryStream",

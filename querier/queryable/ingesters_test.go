@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
@@ -25,8 +26,9 @@ import (
 // dbReader serves the read contract from a Prometheus TSDB, standing in
 // for an ingester (which this package may not import).
 type dbReader struct {
-	db  *tsdb.DB
-	srv *grpc.Server
+	db   *tsdb.DB
+	srv  *grpc.Server
+	meta map[string][]metadata.Metadata // what an ingester's metadata store holds
 }
 
 func (r *dbReader) QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
@@ -79,10 +81,12 @@ func replicas(t testing.TB, n int) ([]*dbReader, *Ingesters) {
 	readers := make([]*dbReader, n)
 	register := make([]func(*grpc.Server), n)
 	for i := range readers {
-		db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+		opts := tsdb.DefaultOptions()
+		opts.EnableExemplarStorage, opts.MaxExemplars = true, 1000
+		db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, opts, nil)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
-		r := &dbReader{db: db}
+		r := &dbReader{db: db, meta: map[string][]metadata.Metadata{}}
 		readers[i] = r
 		register[i] = func(s *grpc.Server) { rpc.RegisterIngesterReaderServer(s, r) }
 	}

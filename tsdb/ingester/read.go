@@ -67,3 +67,21 @@ func (i *Ingester) labels(ctx context.Context, req *rpc.LabelsRequest, f func(st
 	defer q.Close()
 	return f(q, &storage.LabelHints{Limit: req.Limit})
 }
+
+// QueryExemplars returns the tenant's exemplars matching req.
+func (i *Ingester) QueryExemplars(ctx context.Context, req *rpc.ExemplarsRequest) (*rpc.ExemplarsResponse, error) {
+	eq, err := i.ExemplarQuerier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.ServeExemplars(eq, req)
+}
+
+// QueryMetadata returns the tenant's metric metadata that req selects.
+func (i *Ingester) QueryMetadata(ctx context.Context, req *rpc.MetadataRequest) (*rpc.MetadataResponse, error) {
+	found, err := i.MetricMetadata(ctx, req.Metric, req.Limit, req.LimitPerMetric)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.NewMetadataResponse(found), nil
+}

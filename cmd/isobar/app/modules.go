@@ -235,9 +235,9 @@ func (a *App) initQuerier() (services.Service, error) {
 		q := queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
 		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger)
 	} else {
-		// Exemplars and metadata are not read over gRPC yet: those endpoints answer empty.
-		q := queryable.NewSplit(queryable.NewIngesters(a.ring, a.pool), blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
-		prom = api.New(eng, q, nil, nil, buildInfo(), a.logger)
+		ingesters := queryable.NewIngesters(a.ring, a.pool)
+		q := queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
+		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger)
 	}
 	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})

@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,4 +172,74 @@ func TestClusterGracefulLeave(t *testing.T) {
 	mustPush(t, c.distributor.URL, "", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
 		series([]string{"__name__", "e2e_leave", "job", "a"}, sample(ts+1000, 2)),
 	}})
+}
+
+// TestClusterExemplarsAndMetadata pushes exemplars and metric metadata
+// through the distributor: the querier reads them from a quorum of the
+// ingesters and answers one copy of each, though all three hold one.
+func TestClusterExemplarsAndMetadata(t *testing.T) {
+	c := startCluster(t)
+	base := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
+	for k := range 3 {
+		ts := base + int64(k)*1000
+		req := &prompb.WriteRequest{}
+		for _, job := range []string{"b", "a"} {
+			s := series([]string{"__name__", "e2e_rpc_seconds_bucket", "job", job, "le", "+Inf"}, sample(ts, float64(k)))
+			s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: fmt.Sprintf("%s-%d", job, k)}}, Value: 0.125 * float64(k+1), Timestamp: ts}}
+			req.Timeseries = append(req.Timeseries, s)
+		}
+		req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_up", "job", "a"}, sample(ts, 1)))
+		mustPush(t, c.distributor.URL, "", req)
+	}
+	meta := []prompb.MetricMetadata{
+		{MetricFamilyName: "e2e_rpc_seconds", Type: prompb.MetricMetadata_HISTOGRAM, Help: "RPC latency.", Unit: "seconds"},
+		{MetricFamilyName: "e2e_up", Type: prompb.MetricMetadata_GAUGE, Help: "Up."},
+		{MetricFamilyName: "e2e_up", Type: prompb.MetricMetadata_GAUGE, Help: "Up, as another target says."},
+	}
+	mustPush(t, c.distributor.URL, "", &prompb.WriteRequest{Metadata: meta})
+	mustPush(t, c.distributor.URL, "", &prompb.WriteRequest{Metadata: meta}) // sent again, as senders do
+
+	q := apiClient{base: c.querier.URL}
+	type exemplarJSON struct {
+		Labels    map[string]string `json:"labels"`
+		Value     string            `json:"value"`
+		Timestamp float64           `json:"timestamp"`
+	}
+	var got []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []exemplarJSON    `json:"exemplars"`
+	}
+	q.mustGet(t, "/api/v1/query_exemplars", url.Values{
+		"query": {`sum(rate(e2e_rpc_seconds_bucket[5m])) or e2e_up`}, "start": {fmtTime(base - 1000)}, "end": {fmtTime(base + 3000)},
+	}, &got)
+	require.Len(t, got, 2, "exemplars: %+v", got)
+	for i, job := range []string{"a", "b"} {
+		require.Equal(t, map[string]string{"__name__": "e2e_rpc_seconds_bucket", "job": job, "le": "+Inf"}, got[i].SeriesLabels)
+		require.Len(t, got[i].Exemplars, 3, "one copy of each exemplar of job %s", job)
+		for k, e := range got[i].Exemplars {
+			require.Equal(t, map[string]string{"trace_id": fmt.Sprintf("%s-%d", job, k)}, e.Labels)
+			require.Equal(t, fmt.Sprint(0.125*float64(k+1)), e.Value)
+			require.Equal(t, base+int64(k)*1000, int64(math.Round(e.Timestamp*1000)))
+		}
+	}
+	// The time range applies.
+	q.mustGet(t, "/api/v1/query_exemplars", url.Values{
+		"query": {`e2e_rpc_seconds_bucket{job="a"}`}, "start": {fmtTime(base + 1000)}, "end": {fmtTime(base + 1000)},
+	}, &got)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Exemplars, 1)
+	require.Equal(t, map[string]string{"trace_id": "a-1"}, got[0].Exemplars[0].Labels)
+
+	all := q.metadata(t, "")
+	require.Len(t, all, 2, "metadata: %+v", all)
+	require.Equal(t, []metadataEntry{{Type: "histogram", Help: "RPC latency.", Unit: "seconds"}}, all["e2e_rpc_seconds"])
+	require.ElementsMatch(t, []metadataEntry{{Type: "gauge", Help: "Up."}, {Type: "gauge", Help: "Up, as another target says."}}, all["e2e_up"])
+	require.Equal(t, map[string][]metadataEntry{"e2e_rpc_seconds": all["e2e_rpc_seconds"]}, q.metadata(t, "e2e_rpc_seconds"))
+
+	var limited map[string][]metadataEntry
+	q.mustGet(t, "/api/v1/metadata", url.Values{"limit": {"1"}}, &limited)
+	require.Len(t, limited, 1)
+	q.mustGet(t, "/api/v1/metadata", url.Values{"metric": {"e2e_up"}, "limit_per_metric": {"1"}}, &limited)
+	require.Len(t, limited["e2e_up"], 1)
+	require.Contains(t, all["e2e_up"], limited["e2e_up"][0])
 }

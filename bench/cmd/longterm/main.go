@@ -1,8 +1,10 @@
-// Command blocksize measures what long-term storage costs: it writes a
-// realistic private-cloud workload into RF ingester TSDBs as they would
-// receive it (same samples on every replica), ships their 2-hour blocks to
-// a filesystem bucket, runs the compactor over them, and reports the bytes
-// per sample left in the bucket and the compactor's throughput.
+// Command longterm measures long-term storage: it writes a realistic
+// private-cloud workload into RF ingester TSDBs as they would receive it
+// (same samples on every replica), ships their 2-hour blocks to a
+// filesystem bucket, runs the compactor over them, and reports the bytes
+// per sample left in the bucket, the compactor's throughput, and the
+// latency of the same queries over the whole range answered by an
+// ingester's TSDB and by a store-gateway over the bucket.
 package main
 
 import (
@@ -30,43 +32,57 @@ import (
 
 // Result is what one run measured.
 type Result struct {
-	Series            int     `json:"series"`
-	Hours             int     `json:"hours"`
-	Replicas          int     `json:"replicas"`
-	ScrapeInterval    string  `json:"scrape_interval"`
-	Samples           uint64  `json:"samples"`
-	ShippedBytes      int64   `json:"shipped_bytes"`
-	CompactedBlocks   int     `json:"compacted_blocks"`
-	CompactedBytes    int64   `json:"compacted_bytes"`
-	ChunkBytes        int64   `json:"chunk_bytes"`
-	IndexBytes        int64   `json:"index_bytes"`
-	BytesPerSample    float64 `json:"bytes_per_sample"`
-	ChunkBytesPerSamp float64 `json:"chunk_bytes_per_sample"`
-	CompactSeconds    float64 `json:"compact_seconds"`
-	CompactSamplesSec float64 `json:"compactor_input_samples_per_second"`
+	Series            int           `json:"series"`
+	Hours             int           `json:"hours"`
+	Replicas          int           `json:"replicas"`
+	ScrapeInterval    string        `json:"scrape_interval"`
+	Samples           uint64        `json:"samples"`
+	ShippedBytes      int64         `json:"shipped_bytes"`
+	CompactedBlocks   int           `json:"compacted_blocks"`
+	CompactedBytes    int64         `json:"compacted_bytes"`
+	ChunkBytes        int64         `json:"chunk_bytes"`
+	IndexBytes        int64         `json:"index_bytes"`
+	BytesPerSample    float64       `json:"bytes_per_sample"`
+	ChunkBytesPerSamp float64       `json:"chunk_bytes_per_sample"`
+	CompactSeconds    float64       `json:"compact_seconds"`
+	CompactSamplesSec float64       `json:"compactor_input_samples_per_second"`
+	Queries           []QueryResult `json:"queries"`
+	StoreGateway      MemoryResult  `json:"store_gateway_memory"`
+}
+
+// QueryResult is the latency of one query from one source: the first run
+// (cold: for the store-gateway, chunks come from the bucket) and the median
+// of the runs after it.
+type QueryResult struct {
+	Source       string  `json:"source"`
+	Query        string  `json:"query"`
+	Series       int     `json:"series"`
+	FirstSeconds float64 `json:"first_seconds"`
+	WarmSeconds  float64 `json:"warm_median_seconds"`
 }
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "blocksize:", err)
+		fmt.Fprintln(os.Stderr, "longterm:", err)
 		os.Exit(1)
 	}
 }
 
 func run(args []string, stdout, progress io.Writer) error {
-	fs := flag.NewFlagSet("blocksize", flag.ContinueOnError)
+	fs := flag.NewFlagSet("longterm", flag.ContinueOnError)
 	series := fs.Int("series", 5000, "series of the workload")
 	hours := fs.Int("hours", 24, "hours of samples")
 	replicas := fs.Int("replicas", 3, "ingesters holding each series (replication factor)")
 	scrape := fs.Duration("scrape-interval", 15*time.Second, "time between samples of a series")
 	seed := fs.Int64("seed", 1, "workload seed")
 	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
+	queryRuns := fs.Int("query-runs", 5, "times each query runs against each source")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	work := *dir
 	if work == "" {
-		d, err := os.MkdirTemp("", "isobar-blocksize-")
+		d, err := os.MkdirTemp("", "isobar-longterm-")
 		if err != nil {
 			return err
 		}
@@ -94,6 +110,7 @@ func run(args []string, stdout, progress io.Writer) error {
 	step := scrape.Milliseconds()
 	res := Result{Series: g.Len(), Hours: *hours, Replicas: *replicas, ScrapeInterval: scrape.String()}
 
+	var ingesterDB *tsdb.DB
 	metrics := shipper.NewMetrics(nil)
 	for r := range *replicas {
 		opts := tsdb.DefaultOptions()
@@ -131,9 +148,16 @@ func run(args []string, stdout, progress io.Writer) error {
 		if _, err := sh.Sync(ctx); err != nil {
 			return err
 		}
-		if err := db.Close(); err != nil {
-			return err
+		if r > 0 {
+			if err := db.Close(); err != nil {
+				return err
+			}
+			continue
 		}
+		// The first ingester keeps its TSDB open: it answers the same
+		// queries as the store-gateway.
+		defer db.Close()
+		ingesterDB = db
 	}
 	fmt.Fprintln(progress)
 	shipped, err := treeSize(ctx, bkt, "bench/", nil)
@@ -141,6 +165,23 @@ func run(args []string, stdout, progress io.Writer) error {
 		return err
 	}
 	res.ShippedBytes = shipped
+
+	// Before compaction the bucket holds every replica's 2-hour blocks: many
+	// blocks for a store-gateway to load, few to have open.
+	scan, err := bucketindex.Update(ctx, bkt, "bench", nil, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := bucketindex.WriteIndex(ctx, bkt, "bench", scan.Index); err != nil {
+		return err
+	}
+	mem, err := storeGatewayMemory(ctx, bkt, filepath.Join(work, "store-gateway-memory"), logger)
+	if err != nil {
+		return err
+	}
+	res.StoreGateway = mem
+	fmt.Fprintf(progress, "store-gateway: %d blocks loaded, %.0f heap bytes each; %.0f more each while open (index files %.0f bytes each, mmapped); heap after all were closed again: %d bytes\n",
+		mem.Blocks, mem.HeapPerLoadedBlock, mem.HeapPerOpenBlock, mem.IndexBytesPerBlock, mem.HeapAfterLRUCloseBytes)
 
 	cfg := compactor.Config{Dir: filepath.Join(work, "compactor"), Interval: time.Hour, ConsistencyDelay: 0, DeletionDelay: 0,
 		CleanupPartialAfter: time.Hour, Concurrency: 1,
@@ -181,6 +222,12 @@ func run(args []string, stdout, progress io.Writer) error {
 	res.CompactSamplesSec = float64(res.Samples) * float64(*replicas) / res.CompactSeconds
 	fmt.Fprintf(progress, "%d samples, %d compacted blocks: %.3f bytes/sample (chunks %.3f, index %.3f); compactor %.0f input samples/s\n",
 		res.Samples, res.CompactedBlocks, res.BytesPerSample, res.ChunkBytesPerSamp, float64(res.IndexBytes)/float64(res.Samples), res.CompactSamplesSec)
+
+	qs, err := compareQueries(ctx, g, bkt, ingesterDB, filepath.Join(work, "store-gateway"), start, end, *queryRuns, progress, logger)
+	if err != nil {
+		return err
+	}
+	res.Queries = qs
 	return json.NewEncoder(stdout).Encode(res)
 }
 

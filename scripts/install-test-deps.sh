@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests run against:
 # - Debian's Prometheus: remote-write sender and reference for query results;
+# - memcached: the store-gateway's shared chunk cache in the cache tests;
 # - versitygw, an S3 server, through the Go module proxy: it holds the
 #   bucket of the S3 client tests and of the long-term storage end-to-end
 #   tests. It lands in $(go env GOPATH)/bin.
@@ -11,6 +12,7 @@ gobin="$(go env GOPATH)/bin"
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -23,6 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 prometheus --version 2>&1 | head -1
+memcached -V
 
 if [ ! -x "$gobin/versitygw" ]; then
   echo "installing versitygw $VERSITYGW_VERSION (a few minutes on a cold module cache)"

@@ -52,17 +52,27 @@ func (b *batch) add(key uint32, framed func([]byte) []byte) {
 	b.spans = append(b.spans, [2]int{start, len(b.buf)})
 }
 
-// body concatenates the framed items at indexes into one WriteRequest.
-func (b *batch) body(indexes []int) []byte {
-	n := 0
+// segments returns the framed items at indexes, which are ascending, as
+// slices of buf: adjacent items make one segment, so an ingester that owns
+// every series of the push gets the whole buffer in one piece, uncopied.
+func (b *batch) segments(indexes []int) [][]byte {
+	var segs [][]byte
+	start, end := -1, -1
 	for _, i := range indexes {
-		n += b.spans[i][1] - b.spans[i][0]
+		sp := b.spans[i]
+		if sp[0] == end {
+			end = sp[1]
+			continue
+		}
+		if start >= 0 {
+			segs = append(segs, b.buf[start:end])
+		}
+		start, end = sp[0], sp[1]
 	}
-	out := make([]byte, 0, n)
-	for _, i := range indexes {
-		out = append(out, b.buf[b.spans[i][0]:b.spans[i][1]]...)
+	if start >= 0 {
+		segs = append(segs, b.buf[start:end])
 	}
-	return out
+	return segs
 }
 
 // Push implements rpc.Pusher.
@@ -97,7 +107,7 @@ func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
 			if err != nil {
 				return rpc.Errorf(rpc.CauseUnavailable, "ingester %s: %v", inst.Id, err)
 			}
-			if err := c.(*rpc.PooledIngester).Push(pushCtx, b.body(indexes)); err != nil {
+			if err := c.(*rpc.PooledIngester).PushSegments(pushCtx, b.segments(indexes)); err != nil {
 				return rpc.Errorf(rpc.CauseOf(err), "ingester %s: %v", inst.Id, err)
 			}
 			return nil

@@ -17,6 +17,9 @@ import (
 // bytes as they arrived (rwproto.AppendSeries): nothing is encoded again.
 type PushRequest struct {
 	Body []byte
+	// Segments, on the client, are sent one after the other as the body
+	// instead of Body, without being copied together first.
+	Segments [][]byte
 
 	buf mem.Buffer // the pooled memory Body lives in, on the server
 }
@@ -46,6 +49,13 @@ func (rawCodec) Name() string { return CodecName }
 func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *PushRequest:
+		if m.Segments != nil {
+			out := make(mem.BufferSlice, len(m.Segments))
+			for i, seg := range m.Segments {
+				out[i] = mem.SliceBuffer(seg)
+			}
+			return out, nil
+		}
 		return mem.BufferSlice{mem.SliceBuffer(m.Body)}, nil
 	case *PushResponse:
 		return nil, nil
@@ -132,6 +142,13 @@ func NewIngesterClient(cc grpc.ClientConnInterface) *IngesterClient {
 func (c *IngesterClient) Push(ctx context.Context, body []byte, opts ...grpc.CallOption) error {
 	opts = append(opts, grpc.CallContentSubtype(CodecName))
 	return FromStatus(c.cc.Invoke(ctx, pushMethod, &PushRequest{Body: body}, &PushResponse{}, opts...))
+}
+
+// PushSegments is Push of the body made of segs, in order. The segments
+// must not change until it returns.
+func (c *IngesterClient) PushSegments(ctx context.Context, segs [][]byte, opts ...grpc.CallOption) error {
+	opts = append(opts, grpc.CallContentSubtype(CodecName))
+	return FromStatus(c.cc.Invoke(ctx, pushMethod, &PushRequest{Segments: segs}, &PushResponse{}, opts...))
 }
 
 // ToStatus turns an error into a gRPC status whose code carries its cause.

@@ -46,6 +46,14 @@ func TestRawCodec(t *testing.T) {
 	require.NoError(t, c.Unmarshal(out, &in))
 	require.Equal(t, []byte("abc"), in.Body)
 	in.buf.Free()
+
+	// Segments travel as one body, in order.
+	out, err = c.Marshal(&PushRequest{Segments: [][]byte{[]byte("ab"), []byte("c"), []byte("def")}})
+	require.NoError(t, err)
+	require.NoError(t, c.Unmarshal(out, &in))
+	require.Equal(t, []byte("abcdef"), in.Body)
+	in.buf.Free()
+
 	_, err = c.Marshal("not a push")
 	require.Error(t, err)
 	require.Error(t, c.Unmarshal(out, new(int)))

@@ -31,11 +31,11 @@ vet:
 	$(GO) vet -tags e2e ./cmd/isobar/e2e/
 
 unit:
-	ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 ./...
+	ISOBAR_REQUIRE_MEMCACHED=1 ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 ./...
 
 # Every package but the end-to-end tests, under the race detector.
 race:
-	ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -race ./tsdb/... ./ingest/... ./pkg/... ./querier/... ./cmd/isobar/app/
+	ISOBAR_REQUIRE_MEMCACHED=1 ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -race ./tsdb/... ./ingest/... ./pkg/... ./querier/... ./cmd/isobar/app/
 
 # Short runs of every fuzz target, bounded by executions (a time bound can end
 # in a spurious "context deadline exceeded" on a busy machine); longer runs:

@@ -3,13 +3,14 @@
 # replication factor 3, a distributor, a querier) and reports the
 # distributor's CPU per million samples and each ingester's CPU per million
 # samples it stored (every sample is stored 3 times), from /proc.
-# Usage: bench/cluster.sh [SERIES]   (default 100000); DURATION (default 60s).
+# Usage: bench/cluster.sh [SERIES]   (default 100000); DURATION (default 60s);
+# ISOBAR_BIN runs that binary instead of building the working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 series=${1:-100000}
 duration=${DURATION:-60s}
 work=$(mktemp -d)
-go build -o "$work/isobar" ./cmd/isobar
+if [ -n "${ISOBAR_BIN:-}" ]; then cp "$ISOBAR_BIN" "$work/isobar"; else go build -o "$work/isobar" ./cmd/isobar; fi
 go build -o "$work/loadgen" ./bench/cmd/loadgen
 ISOBAR_BIN="$work/isobar" CLUSTER_DIR="$work/cluster" bash scripts/run-cluster.sh >"$work/cluster.out" 2>&1 &
 cluster=$!
@@ -23,7 +24,7 @@ declare -A before
 for n in ingester-1 ingester-2 ingester-3; do before[$n]=$(cpu "$(pid_of $n)"); done
 "$work/loadgen" -url http://127.0.0.1:9009/api/v1/push -series "$series" -duration "$duration" \
   -pid "$(pid_of distributor)" -out "$work/result.json" >"$work/loadgen.log" 2>&1 || { cat "$work/loadgen.log"; exit 1; }
-grep -E '^(steady|warmup|  steady|  creation|  rss)' "$work/loadgen.log" | sed 's/^/distributor: /'
+grep -E '^(steady|warmup|  steady|  creation|  rss|  error)' "$work/loadgen.log" | sed 's/^/distributor: /'
 total=$(python3 -c "import json; print(json.load(open('$work/result.json'))['total_samples_accepted'])")
 for n in ingester-1 ingester-2 ingester-3; do
   used=$(awk -v a="${before[$n]}" -v b="$(cpu "$(pid_of $n)")" 'BEGIN { print b - a }')

@@ -60,7 +60,7 @@ func (r *recordingIngester) names() []string {
 
 // cluster starts n recording ingesters in one in-memory ring and a pusher
 // with replication factor rf.
-func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
+func cluster(t *testing.T, n, rf int, indexed bool) ([]*recordingIngester, *RingPusher) {
 	ings := make([]*recordingIngester, n)
 	register := make([]func(*grpc.Server), n)
 	for i := range ings {
@@ -72,7 +72,18 @@ func cluster(t *testing.T, n, rf int) ([]*recordingIngester, *RingPusher) {
 	for i, srv := range r.Servers {
 		ings[i].srv = srv
 	}
-	return ings, NewRingPusher(r.Client, r.Pool, 5*time.Second)
+	p := NewRingPusher(r.Client, r.Pool, 5*time.Second)
+	if indexed {
+		p.WithIndex(r.Index, r.Client, r.HeartbeatTimeout)
+	}
+	return ings, p
+}
+
+// eachLookup runs test with replicas found by walking the ring and by the
+// token index: both must behave the same.
+func eachLookup(t *testing.T, test func(t *testing.T, indexed bool)) {
+	t.Run("walk", func(t *testing.T) { test(t, false) })
+	t.Run("index", func(t *testing.T) { test(t, true) })
 }
 
 func decoded(t *testing.T, names ...string) *rwproto.Request {
@@ -102,59 +113,67 @@ func names(n int) []string {
 var ctxA = tenant.With(context.Background(), "team-a")
 
 func TestRingPushReplicatesToEveryOwner(t *testing.T) {
-	ings, p := cluster(t, 3, 3)
-	all := names(100)
-	require.NoError(t, p.Push(ctxA, decoded(t, all...)))
-	for _, ing := range ings {
-		require.Eventually(t, func() bool { return len(ing.names()) == len(all) }, 5*time.Second, 10*time.Millisecond)
-		require.Equal(t, all, ing.names())
-	}
+	eachLookup(t, func(t *testing.T, indexed bool) {
+		ings, p := cluster(t, 3, 3, indexed)
+		all := names(100)
+		require.NoError(t, p.Push(ctxA, decoded(t, all...)))
+		for _, ing := range ings {
+			require.Eventually(t, func() bool { return len(ing.names()) == len(all) }, 5*time.Second, 10*time.Millisecond)
+			require.Equal(t, all, ing.names())
+		}
+	})
 }
 
 func TestRingPushShardsWithRF1(t *testing.T) {
-	ings, p := cluster(t, 3, 1)
-	all := names(300)
-	require.NoError(t, p.Push(ctxA, decoded(t, all...)))
-	seen := map[string]int{}
-	for i, ing := range ings {
-		got := ing.names()
-		require.NotEmpty(t, got, "ingester %d holds a share", i)
-		for _, n := range got {
-			seen[n]++
+	eachLookup(t, func(t *testing.T, indexed bool) {
+		ings, p := cluster(t, 3, 1, indexed)
+		all := names(300)
+		require.NoError(t, p.Push(ctxA, decoded(t, all...)))
+		seen := map[string]int{}
+		for i, ing := range ings {
+			got := ing.names()
+			require.NotEmpty(t, got, "ingester %d holds a share", i)
+			for _, n := range got {
+				seen[n]++
+			}
 		}
-	}
-	require.Len(t, seen, len(all))
-	for n, c := range seen {
-		require.Equal(t, 1, c, "series %s is on exactly one ingester", n)
-	}
+		require.Len(t, seen, len(all))
+		for n, c := range seen {
+			require.Equal(t, 1, c, "series %s is on exactly one ingester", n)
+		}
+	})
 }
 
 func TestRingPushToleratesOneDownIngester(t *testing.T) {
-	ings, p := cluster(t, 3, 3)
-	ings[2].srv.Stop() // still in the ring, but unreachable
-	all := names(50)
-	require.NoError(t, p.Push(ctxA, decoded(t, all...)), "a quorum of 2 of 3 replicas is enough")
-	require.Equal(t, all, ings[0].names())
-	require.Equal(t, all, ings[1].names())
+	eachLookup(t, func(t *testing.T, indexed bool) {
+		ings, p := cluster(t, 3, 3, indexed)
+		ings[2].srv.Stop() // still in the ring, but unreachable
+		all := names(50)
+		require.NoError(t, p.Push(ctxA, decoded(t, all...)), "a quorum of 2 of 3 replicas is enough")
+		require.Equal(t, all, ings[0].names())
+		require.Equal(t, all, ings[1].names())
 
-	ings[1].srv.Stop()
-	err := p.Push(ctxA, decoded(t, "lost_quorum"))
-	require.Error(t, err)
-	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err), "the sender must retry: %v", err)
+		ings[1].srv.Stop()
+		err := p.Push(ctxA, decoded(t, "lost_quorum"))
+		require.Error(t, err)
+		require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err), "the sender must retry: %v", err)
+	})
 }
 
 func TestRingPushKeepsClientErrors(t *testing.T) {
-	ings, p := cluster(t, 3, 3)
-	for _, ing := range ings {
-		ing.err = rpc.Errorf(rpc.CauseBadData, "out-of-order sample")
-	}
-	err := p.Push(ctxA, decoded(t, "x"))
-	require.Equal(t, rpc.CauseBadData, rpc.CauseOf(err))
-	require.ErrorContains(t, err, "out-of-order sample")
+	eachLookup(t, func(t *testing.T, indexed bool) {
+		ings, p := cluster(t, 3, 3, indexed)
+		for _, ing := range ings {
+			ing.err = rpc.Errorf(rpc.CauseBadData, "out-of-order sample")
+		}
+		err := p.Push(ctxA, decoded(t, "x"))
+		require.Equal(t, rpc.CauseBadData, rpc.CauseOf(err))
+		require.ErrorContains(t, err, "out-of-order sample")
+	})
 }
 
 func TestRingPushOwnersDependOnTenant(t *testing.T) {
-	_, p := cluster(t, 3, 1)
+	_, p := cluster(t, 3, 1, false)
 	// The same series of two tenants may sit on different ingesters.
 	rs := func(tenantID string) string {
 		enc := rwproto.AppendStringLabels(nil, decoded(t, "up").Timeseries[0].Labels)
@@ -182,6 +201,11 @@ func (nopIngester) PushBody(context.Context, []byte) error { return nil }
 //
 //	go test -run '^$' -bench RingPush -count 6 ./ingest/distributor | benchstat -
 func BenchmarkRingPush(b *testing.B) {
+	b.Run("walk", func(b *testing.B) { benchmarkRingPush(b, false) })
+	b.Run("index", func(b *testing.B) { benchmarkRingPush(b, true) })
+}
+
+func benchmarkRingPush(b *testing.B, indexed bool) {
 	register := make([]func(*grpc.Server), 3)
 	for i := range register {
 		register[i] = func(s *grpc.Server) { rpc.RegisterIngesterServer(s, nopIngester{}) }
@@ -192,6 +216,9 @@ func BenchmarkRingPush(b *testing.B) {
 	require.NoError(b, services.StartAndAwaitRunning(context.Background(), pool))
 	b.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
 	p := NewRingPusher(r.Client, pool, 5*time.Second)
+	if indexed {
+		p.WithIndex(r.Index, r.Client, r.HeartbeatTimeout)
+	}
 	const series = 2000
 	wr := &prompb.WriteRequest{}
 	for i := range series {

@@ -38,20 +38,14 @@ func segmentName(b *block, seg int) string {
 }
 
 // loadChunks sets the Chunk of every meta, reading the ones not cached
-// from the bucket in coalesced byte ranges.
+// from the bucket in coalesced byte ranges, and caching them. A cache that
+// fails, or holds chunks that fail verification, only costs bucket reads.
 func (s *StoreGateway) loadChunks(ctx context.Context, b *block, metas []*chunks.Meta) error {
-	missing := metas[:0:0]
-	for _, m := range metas {
-		data, ok := s.cache.get(chunkKey{b.id, m.Ref})
-		if !ok {
-			missing = append(missing, m)
-			continue
-		}
-		c, err := chunkenc.FromData(chunkenc.Encoding(data[0]), data[1:])
-		if err != nil {
-			return fmt.Errorf("decode cached chunk %d of block %s: %w", m.Ref, b.id, err)
-		}
-		m.Chunk = c
+	var missing []*chunks.Meta // sorted below: not the caller's slice
+	if s.cache != nil {
+		missing = s.loadCachedChunks(ctx, b, metas)
+	} else {
+		missing = slices.Clone(metas)
 	}
 	if len(missing) == 0 {
 		return nil
@@ -65,7 +59,12 @@ func (s *StoreGateway) loadChunks(ctx context.Context, b *block, metas []*chunks
 		}
 		return 0
 	})
-	for len(missing) > 0 {
+	var toCache []cachedChunk
+	if s.cache != nil {
+		toCache = make([]cachedChunk, 0, len(missing))
+	}
+	var err error
+	for len(missing) > 0 && err == nil {
 		seg, start := chunks.BlockChunkRef(missing[0].Ref).Unpack()
 		end := start + s.chunkGuess
 		n := 1
@@ -76,21 +75,60 @@ func (s *StoreGateway) loadChunks(ctx context.Context, b *block, metas []*chunks
 			}
 			end = max(end, off+s.chunkGuess)
 		}
-		if err := s.readRange(ctx, b, seg, start, end, missing[:n]); err != nil {
-			return err
-		}
+		toCache, err = s.readRange(ctx, b, seg, start, end, missing[:n], toCache)
 		missing = missing[n:]
 	}
-	return nil
+	if len(toCache) > 0 {
+		// Even after a failed read: the chunks read before it are good.
+		s.cache.SetMultiAsync(b.tenant, b.id, toCache)
+	}
+	return err
+}
+
+// loadCachedChunks sets the Chunk of the metas found in the cache and
+// returns the others.
+func (s *StoreGateway) loadCachedChunks(ctx context.Context, b *block, metas []*chunks.Meta) []*chunks.Meta {
+	refs := make([]chunks.ChunkRef, len(metas))
+	for i, m := range metas {
+		refs[i] = m.Ref
+	}
+	found, err := s.cache.GetMulti(ctx, b.tenant, b.id, refs)
+	if err != nil && ctx.Err() == nil {
+		s.metrics.cacheErrors.WithLabelValues(cacheErrorUnavailable).Inc()
+		s.logger.Debug("chunk cache get failed; reading the bucket", "tenant", b.tenant, "block", b.id, "chunks", len(refs), "err", err)
+	}
+	var missing []*chunks.Meta
+	for i, m := range metas {
+		var data []byte
+		if i < len(found) {
+			data = found[i]
+		}
+		if len(data) == 0 {
+			missing = append(missing, m)
+			continue
+		}
+		c, err := chunkenc.FromData(chunkenc.Encoding(data[0]), data[1:])
+		if err != nil {
+			s.metrics.cacheErrors.WithLabelValues(cacheErrorCorrupt).Inc()
+			s.logger.Warn("undecodable chunk in the chunk cache; reading the bucket", "tenant", b.tenant, "block", b.id, "ref", m.Ref, "err", err)
+			missing = append(missing, m)
+			continue
+		}
+		m.Chunk = c
+	}
+	s.metrics.cacheHits.Add(float64(len(metas) - len(missing)))
+	s.metrics.cacheMisses.Add(float64(len(missing)))
+	return missing
 }
 
 // readRange reads [start, end) of a segment and decodes the chunks of
-// metas, all within the segment and starting in the range, in order.
-func (s *StoreGateway) readRange(ctx context.Context, b *block, seg, start, end int, metas []*chunks.Meta) error {
+// metas, all within the segment and starting in the range, in order. With
+// toCache non-nil, it appends the chunks to it, to be cached.
+func (s *StoreGateway) readRange(ctx context.Context, b *block, seg, start, end int, metas []*chunks.Meta, toCache []cachedChunk) ([]cachedChunk, error) {
 	name := segmentName(b, seg)
 	buf, err := s.getRange(ctx, name, int64(start), int64(end-start))
 	if err != nil {
-		return err
+		return toCache, err
 	}
 	for _, m := range metas {
 		_, off := chunks.BlockChunkRef(m.Ref).Unpack()
@@ -99,41 +137,41 @@ func (s *StoreGateway) readRange(ctx context.Context, b *block, seg, start, end 
 		if err == nil && !ok {
 			// The range ended inside the length field.
 			if raw, err = s.getRange(ctx, name, int64(off), int64(binary.MaxVarintLen32+s.chunkGuess)); err != nil {
-				return err
+				return toCache, err
 			}
 			if total, ok, err = chunkLen(raw); err == nil && !ok {
 				err = fmt.Errorf("segment ends inside the length field")
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
+			return toCache, fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
 		}
 		if total > len(raw) {
 			// Longer than guessed.
 			if raw, err = s.getRange(ctx, name, int64(off), int64(total)); err != nil {
-				return err
+				return toCache, err
 			}
 			if len(raw) < total {
-				return fmt.Errorf("chunk %d in %s: segment ends after %d of its %d bytes", m.Ref, name, len(raw), total)
+				return toCache, fmt.Errorf("chunk %d in %s: segment ends after %d of its %d bytes", m.Ref, name, len(raw), total)
 			}
 		}
 		data, err := decodeChunk(raw[:total])
 		if err != nil {
-			return fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
+			return toCache, fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
 		}
-		if s.cache != nil {
+		if toCache != nil {
 			// The range buffer is shared by the chunks read with it: keep
 			// only this chunk's bytes.
 			data = slices.Clone(data)
-			s.cache.put(chunkKey{b.id, m.Ref}, data)
+			toCache = append(toCache, cachedChunk{ref: m.Ref, data: data})
 		}
 		c, err := chunkenc.FromData(chunkenc.Encoding(data[0]), data[1:])
 		if err != nil {
-			return fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
+			return toCache, fmt.Errorf("chunk %d in %s: %w", m.Ref, name, err)
 		}
 		m.Chunk = c
 	}
-	return nil
+	return toCache, nil
 }
 
 // chunkLen returns the length on disk of the chunk that raw starts with:

@@ -13,6 +13,7 @@ type metrics struct {
 	cacheHits        prometheus.Counter
 	cacheMisses      prometheus.Counter
 	cacheBytes       prometheus.Gauge
+	cacheErrors      *prometheus.CounterVec // by reason
 	rangeReads       prometheus.Counter
 	rangeReadBytes   prometheus.Counter
 	queryDuration    *prometheus.HistogramVec
@@ -21,10 +22,21 @@ type metrics struct {
 	lastSyncDuration prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Reasons of isobar_store_gateway_chunk_cache_errors_total.
+const (
+	// cacheErrorUnavailable: a request to the cache backend failed.
+	cacheErrorUnavailable = "unavailable"
+	// cacheErrorCorrupt: a cached value failed verification.
+	cacheErrorCorrupt = "corrupt"
+)
+
+// newMetrics registers the store-gateway's metrics; the chunk cache's carry
+// the label backend=cacheBackend.
+func newMetrics(reg prometheus.Registerer, cacheBackend string) *metrics {
 	f := promauto.With(reg)
 	const ns = "isobar_store_gateway_"
-	return &metrics{
+	backend := prometheus.Labels{"backend": cacheBackend}
+	m := &metrics{
 		blocksLoaded: f.NewGauge(prometheus.GaugeOpts{
 			Name: ns + "blocks_loaded",
 			Help: "Blocks owned by this store-gateway whose index is on local disk.",
@@ -42,17 +54,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Index files downloaded from the bucket.",
 		}),
 		cacheHits: f.NewCounter(prometheus.CounterOpts{
-			Name: ns + "chunk_cache_hits_total",
-			Help: "Chunks found in the chunk cache.",
+			Name:        ns + "chunk_cache_hits_total",
+			Help:        "Chunks found in the chunk cache, and valid.",
+			ConstLabels: backend,
 		}),
 		cacheMisses: f.NewCounter(prometheus.CounterOpts{
-			Name: ns + "chunk_cache_misses_total",
-			Help: "Chunks not found in the chunk cache, read from the bucket.",
+			Name:        ns + "chunk_cache_misses_total",
+			Help:        "Chunks not found in the chunk cache (or invalid there, or the cache failed), read from the bucket.",
+			ConstLabels: backend,
 		}),
 		cacheBytes: f.NewGauge(prometheus.GaugeOpts{
 			Name: ns + "chunk_cache_bytes",
-			Help: "Bytes held by the chunk cache.",
+			Help: "Bytes held by the in-memory chunk cache.",
 		}),
+		cacheErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name:        ns + "chunk_cache_errors_total",
+			Help:        "Chunk cache failures, each served from the bucket: requests to the backend that failed (reason unavailable) and cached chunks that failed verification (reason corrupt).",
+			ConstLabels: backend,
+		}, []string{"reason"}),
 		rangeReads: f.NewCounter(prometheus.CounterOpts{
 			Name: ns + "bucket_range_reads_total",
 			Help: "Byte-range reads of chunk segments from the bucket.",
@@ -80,4 +99,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "How long the last sync took.",
 		}),
 	}
+	m.cacheErrors.WithLabelValues(cacheErrorUnavailable)
+	m.cacheErrors.WithLabelValues(cacheErrorCorrupt)
+	return m
 }

@@ -2,7 +2,7 @@
 // keeps each owned block's index file on local disk, opens index readers
 // (mmapped) on demand and closes the least recently used ones beyond a
 // limit, and reads chunks from the bucket by byte range, caching them in
-// memory.
+// memory or in memcached (shared by the store-gateways).
 //
 // Memory grows with the blocks open and the chunk cache, not with the
 // blocks held: a block that is not open costs a small struct.
@@ -58,7 +58,10 @@ type StoreGateway struct {
 	opts    Options
 	logger  *slog.Logger
 	metrics *metrics
-	cache   *chunkCache
+	cache   chunkCache // nil: no cache
+	// stopCache stops the cache once: stopping may run more than once in
+	// tests.
+	stopCache func()
 	// chunkGuess is how far past the start of a range's last chunk is
 	// read; chunkSizeGuess but in tests.
 	chunkGuess int
@@ -81,19 +84,46 @@ func New(cfg Config, bkt bucket.Reader, opts Options, logger *slog.Logger, reg p
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m := newMetrics(reg)
+	logger = logger.With("component", "store-gateway")
+	m := newMetrics(reg, cfg.ChunkCache.Backend)
+	c, err := newChunkCache(cfg, m, logger, reg)
+	if err != nil {
+		return nil, err
+	}
 	s := &StoreGateway{
 		cfg:        cfg,
 		bkt:        bkt,
 		opts:       opts,
-		logger:     logger.With("component", "store-gateway"),
+		logger:     logger,
 		metrics:    m,
-		cache:      newChunkCache(cfg.ChunkCacheSize, m),
+		cache:      c,
+		stopCache:  func() {},
 		chunkGuess: chunkSizeGuess,
 		blocks:     map[blockKey]*block{},
 	}
+	if c != nil {
+		s.stopCache = sync.OnceFunc(c.Stop)
+	}
 	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
 	return s, nil
+}
+
+// newChunkCache returns the chunk cache cfg describes, or nil for none.
+func newChunkCache(cfg Config, m *metrics, logger *slog.Logger, reg prometheus.Registerer) (chunkCache, error) {
+	switch cfg.ChunkCache.Backend {
+	case ChunkCacheMemcached:
+		c, err := newMemcachedCache(cfg.ChunkCache.Memcached, m.cacheErrors.WithLabelValues(cacheErrorCorrupt), logger, reg)
+		if err != nil {
+			return nil, fmt.Errorf("store-gateway chunk cache: %w", err)
+		}
+		return c, nil
+	case ChunkCacheInMemory:
+		if cfg.ChunkCacheSize <= 0 {
+			return nil, nil
+		}
+		return newLRUCache(cfg.ChunkCacheSize, m.cacheBytes), nil
+	}
+	return nil, fmt.Errorf("store-gateway: unknown chunk cache backend %q", cfg.ChunkCache.Backend)
 }
 
 func (s *StoreGateway) starting(ctx context.Context) error {
@@ -121,6 +151,9 @@ func (s *StoreGateway) running(ctx context.Context) error {
 }
 
 func (s *StoreGateway) stopping(_ error) error {
+	// Queries still running find the cache stopped: memcached fails their
+	// gets and drops their stores, so they read the bucket.
+	s.stopCache()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error

@@ -23,6 +23,7 @@ import (
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
 	"github.com/isobar-tsdb/isobar/tsdb/storegateway"
@@ -44,6 +45,9 @@ type App struct {
 	ring         *dskitring.Ring
 	pool         *client.Pool
 	ingester     *ingester.Ingester
+	// ingesterIndex is the token index of the ingester ring (distributors
+	// of a cluster without zone awareness).
+	ingesterIndex *ring.IndexWatcher
 
 	storeGatewayRing *dskitring.Ring
 	storeGatewayPool *client.Pool

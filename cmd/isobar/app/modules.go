@@ -43,6 +43,7 @@ const (
 	moduleIngesterRing     = "ingester-ring"
 	moduleIngesterPool     = "ingester-pool"
 	moduleStoreGatewayRing = "store-gateway-ring"
+	moduleIngesterIndex    = "ingester-index"
 )
 
 func knownTargets() []string {
@@ -74,6 +75,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(TargetDistributor, a.initDistributor)
 	mm.RegisterModule(TargetQuerier, a.initQuerier)
 	mm.RegisterModule(moduleStoreGatewayRing, a.initStoreGatewayRing, modules.UserInvisibleModule)
+	mm.RegisterModule(moduleIngesterIndex, a.initIngesterIndex, modules.UserInvisibleModule)
 	mm.RegisterModule(TargetStoreGateway, a.initStoreGateway)
 	mm.RegisterModule(TargetCompactor, a.initCompactor)
 	mm.RegisterModule(TargetAll, nil)
@@ -97,6 +99,10 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		reach = TargetIngester
 	}
 	deps[TargetDistributor] = []string{moduleServer, moduleOverrides, reach}
+	deps[moduleIngesterIndex] = []string{moduleRingStore}
+	if !a.localIngester() && !a.cfg.Ring.ZoneAwareness {
+		deps[TargetDistributor] = append(deps[TargetDistributor], moduleIngesterIndex)
+	}
 	// Likewise the store-gateway: in process with -target=all, over its
 	// ring otherwise.
 	stores := moduleStoreGatewayRing
@@ -177,6 +183,14 @@ func (a *App) localIngester() bool {
 	return slices.Contains(a.targets, TargetAll) || slices.Contains(a.targets, TargetIngester)
 }
 
+// initIngesterIndex keeps a token index of the ingester ring, so the
+// distributor finds each series' replicas by binary search. dskit's walk
+// is kept for zone-aware rings, which the index does not model.
+func (a *App) initIngesterIndex() (services.Service, error) {
+	a.ingesterIndex = ring.NewIndexWatcher(a.ringStore, a.replicationFactor(), a.logger)
+	return a.ingesterIndex, nil
+}
+
 // initIngesterPool holds the connections to the ring's ingesters.
 func (a *App) initIngesterPool() (services.Service, error) {
 	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.cfg.IngesterClientCompression, a.logger, a.reg)
@@ -211,7 +225,11 @@ func (a *App) initIngester() (services.Service, error) {
 func (a *App) initDistributor() (services.Service, error) {
 	var pusher rpc.Pusher = a.ingester
 	if !a.localIngester() {
-		pusher = distributor.NewRingPusher(a.ring, a.pool, a.cfg.Distributor.RemoteTimeout)
+		rp := distributor.NewRingPusher(a.ring, a.pool, a.cfg.Distributor.RemoteTimeout)
+		if a.ingesterIndex != nil {
+			rp.WithIndex(a.ingesterIndex, a.ring, a.cfg.Ring.HeartbeatTimeout)
+		}
+		pusher = rp
 	}
 	d, err := distributor.New(a.cfg.Distributor, a.overrides, pusher, a.logger, a.reg)
 	if err != nil {

@@ -29,6 +29,9 @@ type Ring struct {
 	Servers []*grpc.Server // in ring order: ingester-0, ingester-1, ...
 	Client  *dskitring.Ring
 	Pool    *client.Pool
+	// Index is a token index of the ring, for replication factor rf.
+	Index            *ring.IndexWatcher
+	HeartbeatTimeout time.Duration
 }
 
 // Start serves one gRPC server per register call (register puts the
@@ -70,6 +73,10 @@ func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 	require.Eventually(t, func() bool { return r.Client.InstancesWithTokensCount() == len(register) }, 10*time.Second, 10*time.Millisecond)
 	r.Pool = rpc.NewIngesterPool("test", r.Client, "snappy", logger, nil)
 	run(t, r.Pool)
+	r.Index = ring.NewIndexWatcher(store, rf, logger)
+	run(t, r.Index)
+	require.Eventually(t, func() bool { return r.Index.Index().Sets() > 0 }, 10*time.Second, 10*time.Millisecond)
+	r.HeartbeatTimeout = rc.HeartbeatTimeout
 	return r
 }
 

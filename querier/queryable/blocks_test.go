@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
@@ -205,4 +206,26 @@ func TestSplitAsksEachSourceForItsWindow(t *testing.T) {
 			require.Equal(t, tc.wantStoreAsked, len(store.asked) > 0)
 		})
 	}
+}
+
+// TestOverlappingChunksOfOneSeriesMerge: a store-gateway sends the chunks of
+// overlapping blocks (replicas not yet compacted) as one series; every
+// sample must come once, in order.
+func TestOverlappingChunksOfOneSeriesMerge(t *testing.T) {
+	chunk := func(from, to int64) prompb.Chunk {
+		c := chunkenc.NewXORChunk()
+		app, err := c.Appender()
+		require.NoError(t, err)
+		for ts := from; ts <= to; ts += 15_000 {
+			app.Append(0, ts, float64(ts))
+		}
+		return prompb.Chunk{MinTimeMs: from, MaxTimeMs: to, Type: prompb.Chunk_XOR, Data: c.Bytes()}
+	}
+	series := []*prompb.ChunkedSeries{{
+		Labels: []prompb.Label{{Name: "__name__", Value: "up"}},
+		// Three replicas of [0, 120s], and one of them also has [135s, 180s].
+		Chunks: []prompb.Chunk{chunk(0, 120_000), chunk(0, 120_000), chunk(0, 120_000), chunk(135_000, 180_000)},
+	}}
+	got := samplesOf(t, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{series: series, cur: -1}))
+	require.Equal(t, map[string][]int64{`{__name__="up"}`: timesBetween(0, 180_000)}, got)
 }

@@ -6,20 +6,23 @@ import (
 )
 
 type metrics struct {
-	blocksLoaded     prometheus.Gauge
-	blocksOpen       prometheus.Gauge
-	indexBytes       prometheus.Gauge
-	indexDownloads   prometheus.Counter
-	cacheHits        prometheus.Counter
-	cacheMisses      prometheus.Counter
-	cacheBytes       prometheus.Gauge
-	cacheErrors      *prometheus.CounterVec // by reason
-	rangeReads       prometheus.Counter
-	rangeReadBytes   prometheus.Counter
-	queryDuration    *prometheus.HistogramVec
-	syncs            prometheus.Counter
-	syncFailures     prometheus.Counter
-	lastSyncDuration prometheus.Gauge
+	blocksLoaded   prometheus.Gauge
+	blocksOpen     prometheus.Gauge
+	indexBytes     prometheus.Gauge
+	indexDownloads prometheus.Counter
+	cacheHits      prometheus.Counter
+	cacheMisses    prometheus.Counter
+	cacheBytes     prometheus.Gauge
+	cacheErrors    *prometheus.CounterVec // by reason
+	rangeReads     prometheus.Counter
+	rangeReadBytes prometheus.Counter
+	queryDuration  *prometheus.HistogramVec
+	syncs          prometheus.Counter
+	syncFailures   prometheus.Counter
+	// blocksLoadedOnDemand counts blocks a query asked for before a sync
+	// had loaded them.
+	blocksLoadedOnDemand prometheus.Counter
+	lastSyncDuration     prometheus.Gauge
 }
 
 // Reasons of isobar_store_gateway_chunk_cache_errors_total.
@@ -93,6 +96,10 @@ func newMetrics(reg prometheus.Registerer, cacheBackend string) *metrics {
 		syncFailures: f.NewCounter(prometheus.CounterOpts{
 			Name: ns + "sync_failures_total",
 			Help: "Syncs that failed, in part or in whole.",
+		}),
+		blocksLoadedOnDemand: f.NewCounter(prometheus.CounterOpts{
+			Name: ns + "blocks_loaded_on_demand_total",
+			Help: "Blocks loaded because a query asked for them before a sync had.",
 		}),
 		lastSyncDuration: f.NewGauge(prometheus.GaugeOpts{
 			Name: ns + "last_sync_duration_seconds",

@@ -102,6 +102,14 @@ func (s *StoreGateway) querier(ctx context.Context, blockIDs []string, mint, max
 		}
 	}
 	bs, readers, release, err := s.acquire(tenantID, ids)
+	if missing := rpc.MissingBlocks(err); len(missing) > 0 {
+		// The querier read a newer bucket index than our last sync: load
+		// what it asks for, if ours, and try once more.
+		if lerr := s.loadRequested(ctx, tenantID, missing); lerr != nil {
+			s.logger.Warn("load requested blocks", "tenant", tenantID, "blocks", missing, "err", lerr)
+		}
+		bs, readers, release, err = s.acquire(tenantID, ids)
+	}
 	if err != nil {
 		return nil, err
 	}

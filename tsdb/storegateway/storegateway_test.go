@@ -523,3 +523,31 @@ func TestServiceSyncsPeriodically(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sg.heldBlocks("t1")) == 2 }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, services.StopAndAwaitTerminated(context.Background(), sg))
 }
+
+// TestBlocksNewerThanTheLastSyncLoadOnDemand: a querier that read a newer
+// bucket index than the store-gateway's last sync asks for a block the
+// store-gateway has not loaded: it loads it there and then, even one
+// already marked for deletion, and answers.
+func TestBlocksNewerThanTheLastSyncLoadOnDemand(t *testing.T) {
+	f := newFixture(t)
+	writeIndex(t, f.bkt, "t1", &bucketindex.Index{Blocks: []bucketindex.Block{f.early}})
+	sg, _ := newStoreGateway(t, testConfig(t, t.TempDir()), f.bkt, Options{})
+	require.NoError(t, sg.SyncOnce(context.Background()))
+	require.Equal(t, []ulid.ULID{f.early.ID}, sg.heldBlocks("t1"))
+	c := serve(t, sg)
+
+	writeIndex(t, f.bkt, "t1", &bucketindex.Index{
+		Blocks:        []bucketindex.Block{f.early, f.late},
+		DeletionMarks: []bucketindex.DeletionMark{{ID: f.late.ID, DeletionTime: time.Now().Unix()}},
+	})
+	m := labels.MustNewMatcher(labels.MatchEqual, "__name__", "metric")
+	res, err := query(t, c, "t1", f.t1Blocks, 0, 4*hour, m)
+	require.NoError(t, err)
+	require.Equal(t, expect(f.allT1, 0, 4*hour, m), res.series)
+	require.Equal(t, 1.0, testutil.ToFloat64(sg.metrics.blocksLoadedOnDemand))
+
+	// A block the index does not list is still an error.
+	unknown := ulid.MustNew(1, nil).String()
+	_, err = query(t, c, "t1", []string{unknown}, 0, 4*hour, m)
+	require.Equal(t, []string{unknown}, rpc.MissingBlocks(err))
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -280,4 +281,48 @@ func (s *StoreGateway) updateGauges() {
 	}
 	s.metrics.blocksLoaded.Set(float64(len(s.blocks)))
 	s.metrics.indexBytes.Set(float64(size))
+}
+
+// loadRequested loads the blocks named by ids that the tenant's bucket
+// index lists and this store-gateway owns, also ones marked for deletion
+// (queriers with an older copy of the index still read those), without
+// waiting for the next sync. Blocks loaded meanwhile are left as they are.
+func (s *StoreGateway) loadRequested(ctx context.Context, tenantID string, ids []string) error {
+	s.syncMu.Lock() // not while a sync loads the same blocks
+	defer s.syncMu.Unlock()
+	x, err := bucketindex.ReadIndex(ctx, s.bkt, tenantID)
+	if err != nil {
+		return fmt.Errorf("read bucket index of tenant %q: %w", tenantID, err)
+	}
+	var errs []error
+	for _, b := range x.Blocks {
+		if !slices.Contains(ids, b.ID.String()) {
+			continue
+		}
+		key := blockKey{tenantID, b.ID}
+		s.mu.Lock()
+		_, loaded := s.blocks[key]
+		s.mu.Unlock()
+		if loaded {
+			continue
+		}
+		if s.opts.OwnsBlock != nil {
+			owned, err := s.opts.OwnsBlock(tenantID, b.ID)
+			if err != nil || !owned {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		blk, err := s.loadBlock(ctx, tenantID, b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.mu.Lock()
+		s.blocks[key] = blk
+		s.mu.Unlock()
+		s.metrics.blocksLoadedOnDemand.Inc()
+	}
+	s.updateGauges()
+	return errors.Join(errs...)
 }

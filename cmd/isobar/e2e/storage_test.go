@@ -51,7 +51,7 @@ func TestLongTermStorage(t *testing.T) {
 	s3 := startS3(t)
 	common := append(s3.flags(), "-querier.query-store-after=0", "-querier.bucket-index-max-age=1s", "-ingester.ship-interval=1h")
 	c := startCluster(t, common...)
-	sg := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "store-gateway-0", "store-gateway", freeAddr(t), append(common, "-store-gateway.sync-interval=1s")...)...)
+	sg := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "store-gateway-0", "store-gateway", freeAddr(t), common...)...) // the default sync interval: blocks newer than its last sync load on demand
 	t.Cleanup(func() {
 		if t.Failed() && sg.running() {
 			_, page, _ := httpGet(sg.URL+"/metrics", nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -28,6 +29,14 @@ func (a *App) localStoreGateway() bool { return slices.Contains(a.targets, Targe
 // ringed reports whether the process is part of a cluster, whose members
 // share work through rings; -target=all does everything itself.
 func (a *App) ringed() bool { return !slices.Contains(a.targets, TargetAll) }
+
+// ensureDataDir creates -data.dir, where lifecyclers keep their tokens.
+func (a *App) ensureDataDir() error {
+	if err := os.MkdirAll(a.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create -data.dir: %w", err)
+	}
+	return nil
+}
 
 func (a *App) bucket(component string) (bucket.Bucket, error) {
 	b, err := bucket.New(a.cfg.Bucket, component, a.logger, a.reg)
@@ -84,6 +93,9 @@ func (a *App) initStoreGateway() (services.Service, error) {
 	)
 	id := a.cfg.Ring.InstanceID
 	if a.ringed() {
+		if err := a.ensureDataDir(); err != nil {
+			return nil, err
+		}
 		ringCfg := a.cfg.Ring
 		ringCfg.InstancePort = a.cfg.Server.GRPCListenPort
 		l, err := ring.NewLifecycler(ringCfg, ring.StoreGateways, a.ringStore, filepath.Join(a.cfg.DataDir, "store-gateway-tokens"), a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
@@ -172,6 +184,9 @@ func (a *App) initCompactor() (services.Service, error) {
 	id := a.cfg.Ring.InstanceID
 	if a.ringed() {
 		// Compactors share the tenants: each tenant belongs to one of them.
+		if err := a.ensureDataDir(); err != nil {
+			return nil, err
+		}
 		ringCfg := a.cfg.Ring
 		ringCfg.InstancePort = a.cfg.Server.GRPCListenPort
 		reg := prometheus.WrapRegistererWithPrefix("isobar_", a.reg)

@@ -87,7 +87,13 @@ func labelsHandler(method string, call func(IngesterReaderServer, context.Contex
 // QueryStream asks the ingester for the series matching req and hands each
 // frame to recv.
 func (c *IngesterClient) QueryStream(ctx context.Context, req *prompb.Query, recv func(*prompb.ChunkedReadResponse) error) error {
-	stream, err := c.cc.NewStream(ctx, &readerServiceDesc.Streams[0], queryStreamMethod, grpc.CallContentSubtype(CodecName))
+	return streamFrames(ctx, c.cc, &readerServiceDesc.Streams[0], queryStreamMethod, req, recv)
+}
+
+// streamFrames sends req on a new server stream of method and hands each
+// frame of the answer to recv.
+func streamFrames(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, recv func(*prompb.ChunkedReadResponse) error) error {
+	stream, err := cc.NewStream(ctx, desc, method, grpc.CallContentSubtype(CodecName))
 	if err != nil {
 		return FromStatus(err)
 	}

@@ -2,9 +2,7 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -99,28 +97,7 @@ func NewStoreGatewayClient(cc grpc.ClientConnInterface) *StoreGatewayClient {
 // req.Query and hands each frame to recv. An error for blocks the
 // store-gateway does not hold lists them: see MissingBlocks.
 func (c *StoreGatewayClient) Series(ctx context.Context, req *BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
-	stream, err := c.cc.NewStream(ctx, &storeGatewayServiceDesc.Streams[0], sgSeriesMethod, grpc.CallContentSubtype(CodecName))
-	if err != nil {
-		return FromStatus(err)
-	}
-	if err := stream.SendMsg(req); err != nil {
-		return FromStatus(err)
-	}
-	if err := stream.CloseSend(); err != nil {
-		return FromStatus(err)
-	}
-	for {
-		resp := &prompb.ChunkedReadResponse{}
-		if err := stream.RecvMsg(resp); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return FromStatus(err)
-		}
-		if err := recv(resp); err != nil {
-			return err
-		}
-	}
+	return streamFrames(ctx, c.cc, &storeGatewayServiceDesc.Streams[0], sgSeriesMethod, req, recv)
 }
 
 // LabelNames asks the store-gateway for the label names of req.BlockIDs.

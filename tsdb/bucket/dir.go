@@ -128,7 +128,7 @@ const TempPrefix = ".tmp-"
 
 // DownloadFile streams an object into the file dst, through a temporary
 // file that is fsynced and renamed: dst is whole or absent, never partial.
-func DownloadFile(ctx context.Context, bkt Reader, name, dst string) (err error) {
+func DownloadFile(ctx context.Context, bkt Reader, name, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -141,20 +141,29 @@ func DownloadFile(ctx context.Context, bkt Reader, name, dst string) (err error)
 	if err != nil {
 		return err
 	}
+	if err := writeAndRename(ctx, tmp, rc, dst); err != nil {
+		return fmt.Errorf("download %q: %w", name, err)
+	}
+	return nil
+}
+
+// writeAndRename copies r into tmp, makes it durable and renames it to
+// dst; on failure tmp is removed.
+func writeAndRename(ctx context.Context, tmp *os.File, r io.Reader, dst string) (err error) {
 	defer func() {
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
 		}
 	}()
-	if _, err := io.Copy(tmp, contextReader{ctx, rc}); err != nil {
-		return fmt.Errorf("download %q: %w", name, err)
+	if _, err := io.Copy(tmp, contextReader{ctx, r}); err != nil {
+		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+		return fmt.Errorf("sync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
 		return err

@@ -230,25 +230,7 @@ func (b *Filesystem) Upload(ctx context.Context, name string, r io.Reader) (err 
 	if err != nil {
 		return fmt.Errorf("upload %q: %w", name, err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := io.Copy(tmp, contextReader{ctx, r}); err != nil {
-		return fmt.Errorf("upload %q: %w", name, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("upload %q: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("upload %q: sync: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("upload %q: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := writeAndRename(ctx, tmp, r, p); err != nil {
 		return fmt.Errorf("upload %q: %w", name, err)
 	}
 	// The directory is gone if a concurrent Delete removed the new object.

@@ -21,28 +21,6 @@ const (
 	metricMetadataMethod = "/isobar.IngesterReader/MetricMetadata"
 )
 
-// unaryHandler serves one unary method of the reader service: it decodes a
-// Req, calls call and maps its error to a gRPC status.
-func unaryHandler[Req, Resp any](method string, call func(IngesterReaderServer, context.Context, *Req) (Resp, error)) grpc.MethodHandler {
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		in := new(Req)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		handle := func(ctx context.Context, req any) (any, error) {
-			out, err := call(srv.(IngesterReaderServer), ctx, req.(*Req))
-			if err != nil {
-				return nil, ToStatus(err)
-			}
-			return out, nil
-		}
-		if interceptor == nil {
-			return handle(ctx, in)
-		}
-		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handle)
-	}
-}
-
 // QueryExemplars asks the ingester for the exemplars matching req.
 func (c *IngesterClient) QueryExemplars(ctx context.Context, req *ExemplarsRequest) (*ExemplarsResponse, error) {
 	resp := &ExemplarsResponse{}

@@ -65,17 +65,35 @@ func RegisterIngesterReaderServer(s grpc.ServiceRegistrar, srv IngesterReaderSer
 }
 
 func labelsHandler(method string, call func(IngesterReaderServer, context.Context, *LabelsRequest) ([]string, error)) grpc.MethodHandler {
+	return unaryHandler(method, labelsResponse(call))
+}
+
+// labelsResponse wraps a call answering label names or values in the
+// response message.
+func labelsResponse[S, Req any](call func(S, context.Context, *Req) ([]string, error)) func(S, context.Context, *Req) (*LabelsResponse, error) {
+	return func(srv S, ctx context.Context, req *Req) (*LabelsResponse, error) {
+		values, err := call(srv, ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return &LabelsResponse{Values: values}, nil
+	}
+}
+
+// unaryHandler serves one unary method of a service whose server is an S:
+// it decodes a Req, calls call and maps its error to a gRPC status.
+func unaryHandler[S, Req, Resp any](method string, call func(S, context.Context, *Req) (Resp, error)) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		in := &LabelsRequest{}
+		in := new(Req)
 		if err := dec(in); err != nil {
 			return nil, err
 		}
 		handle := func(ctx context.Context, req any) (any, error) {
-			values, err := call(srv.(IngesterReaderServer), ctx, req.(*LabelsRequest))
+			out, err := call(srv.(S), ctx, req.(*Req))
 			if err != nil {
 				return nil, ToStatus(err)
 			}
-			return &LabelsResponse{Values: values}, nil
+			return out, nil
 		}
 		if interceptor == nil {
 			return handle(ctx, in)

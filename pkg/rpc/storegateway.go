@@ -63,23 +63,7 @@ func RegisterStoreGatewayServer(s grpc.ServiceRegistrar, srv StoreGatewayServer)
 }
 
 func blocksLabelsHandler(method string, call func(StoreGatewayServer, context.Context, *BlocksLabelsRequest) ([]string, error)) grpc.MethodHandler {
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		in := &BlocksLabelsRequest{}
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		handle := func(ctx context.Context, req any) (any, error) {
-			values, err := call(srv.(StoreGatewayServer), ctx, req.(*BlocksLabelsRequest))
-			if err != nil {
-				return nil, ToStatus(err)
-			}
-			return &LabelsResponse{Values: values}, nil
-		}
-		if interceptor == nil {
-			return handle(ctx, in)
-		}
-		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handle)
-	}
+	return unaryHandler(method, labelsResponse(call))
 }
 
 // StoreGatewayClient reads blocks from one store-gateway.

@@ -5,10 +5,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/metadata"
-	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
 )
 
@@ -39,7 +38,7 @@ func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range ms {
-		md := metadata.Metadata{Type: metricType(m.Type), Help: m.Help, Unit: m.Unit}
+		md := metadata.Metadata{Type: rpc.FromMetricType(m.Type), Help: m.Help, Unit: m.Unit}
 		fam, ok := s.families[m.MetricFamilyName]
 		if !ok {
 			fam = map[metadata.Metadata]*time.Time{}
@@ -94,24 +93,4 @@ func (s *metadataStore) get(metric string, limit, limitPerMetric int) map[string
 		}
 	}
 	return out
-}
-
-func metricType(t prompb.MetricMetadata_MetricType) model.MetricType {
-	switch t {
-	case prompb.MetricMetadata_COUNTER:
-		return model.MetricTypeCounter
-	case prompb.MetricMetadata_GAUGE:
-		return model.MetricTypeGauge
-	case prompb.MetricMetadata_HISTOGRAM:
-		return model.MetricTypeHistogram
-	case prompb.MetricMetadata_GAUGEHISTOGRAM:
-		return model.MetricTypeGaugeHistogram
-	case prompb.MetricMetadata_SUMMARY:
-		return model.MetricTypeSummary
-	case prompb.MetricMetadata_INFO:
-		return model.MetricTypeInfo
-	case prompb.MetricMetadata_STATESET:
-		return model.MetricTypeStateset
-	}
-	return model.MetricTypeUnknown
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isobar-tsdb/isobar/pkg/testutil/benchseries"
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
@@ -163,20 +164,7 @@ func BenchmarkPushPath(b *testing.B) {
 	a, _ := startApp(b)
 
 	const series = 2000
-	wr := &prompb.WriteRequest{}
-	for i := range series {
-		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
-			Labels: []prompb.Label{
-				{Name: "__name__", Value: "libvirt_domain_interface_stats_receive_bytes_total"}, {Name: "az", Value: "az1"},
-				{Name: "domain", Value: fmt.Sprintf("instance-%08x", i)}, {Name: "flavor", Value: "m1.large"},
-				{Name: "hypervisor", Value: fmt.Sprintf("cmp-r1a-%04d.dc1.example", i/40)}, {Name: "instance", Value: "10.2.4.21:9177"},
-				{Name: "instance_uuid", Value: fmt.Sprintf("3f2b8c1e-6a4d-4e8f-9b7a-%012d", i)}, {Name: "job", Value: "libvirt"},
-				{Name: "project_id", Value: "4c8e2f1a9b7d4e6f8a0b1c2d3e4f5a6b"}, {Name: "region", Value: "region-one"},
-				{Name: "target_device", Value: fmt.Sprintf("tap%08x-6a", i)},
-			},
-			Samples: []prompb.Sample{{Value: 1}},
-		})
-	}
+	wr := benchseries.Libvirt(series)
 	t0 := time.Now().Add(-time.Hour).UnixMilli()
 	bodyAt := func(ts int64) []byte {
 		for i := range wr.Timeseries {

@@ -24,11 +24,11 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-prometheus --version 2>&1 | head -1
+prometheus --version 2>&1 | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 memcached -V
 
 if [ ! -x "$gobin/versitygw" ]; then
   echo "installing versitygw $VERSITYGW_VERSION (a few minutes on a cold module cache)"
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
-"$gobin/versitygw" --version 2>&1 | head -1
+"$gobin/versitygw" --version 2>&1 | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail

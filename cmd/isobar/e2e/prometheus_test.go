@@ -221,9 +221,9 @@ remote_write:
 				require.Equal(t, wp[i].T, gp[i].T, "%s: point %d", what, i)
 				require.Equal(t, wp[i].T, hp[i].T, "%s: point %d", what, i)
 				require.NotNil(t, hp[i].H)
-				exp := exponentialFromLinear(t, hp[i].H, wp[i].F)
-				require.True(t, floatsEqual(exp, gp[i].F, 1e-6),
-					"%s at %s: Prometheus 2.42 (linear) %v; isobar %v, want %v (exponential interpolation in the same bucket)", what, fmtTime(wp[i].T), wp[i].F, gp[i].F, exp)
+				exp, above := exponentialFromLinear(t, hp[i].H, wp[i].F)
+				require.True(t, floatsEqual(exp, gp[i].F, 1e-6) || floatsEqual(above, gp[i].F, 1e-6),
+					"%s at %s: Prometheus 2.42 (linear) %v; isobar %v, want %v (exponential interpolation in the same bucket) or, at a bucket's upper edge, %v", what, fmtTime(wp[i].T), wp[i].F, gp[i].F, exp, above)
 				if !math.IsNaN(exp) {
 					finite++
 				}
@@ -353,28 +353,44 @@ func abs64(v int64) int64 {
 
 // exponentialFromLinear takes Prometheus 2.42's histogram_quantile of h
 // (linear interpolation within the bucket) and returns what Prometheus 3's
-// exponential interpolation gives at the same fraction of the same bucket.
-func exponentialFromLinear(t *testing.T, h *nativeHistogram, linear float64) float64 {
+// exponential interpolation gives at the same fraction of the same bucket,
+// and, when the quantile is a bucket's upper edge, the upper edge of the
+// next populated bucket (else NaN), which Prometheus 3 may answer instead.
+func exponentialFromLinear(t *testing.T, h *nativeHistogram, linear float64) (exp, above float64) {
 	t.Helper()
+	above = math.NaN()
 	if math.IsNaN(linear) || math.IsInf(linear, 0) {
-		return linear
+		return linear, above
 	}
-	for _, b := range h.Buckets {
+	for i, b := range h.Buckets {
 		if b.Count <= 0 || linear < b.Lower || linear > b.Upper {
 			continue
 		}
+		if floatsEqual(linear, b.Upper, 1e-12) {
+			// The rank falls exactly on the edge between this bucket and
+			// the next populated one. 2.42 walks the buckets upwards and
+			// stops at this edge; Prometheus 3 finds quantiles >= 0.5
+			// walking down from the top and stops at the upper bound of the
+			// next populated bucket. Either is the quantile's bucket edge.
+			for _, n := range h.Buckets[i+1:] {
+				if n.Count > 0 {
+					above = n.Upper
+					break
+				}
+			}
+		}
 		if linear == b.Lower || linear == b.Upper || (b.Lower <= 0 && b.Upper >= 0) {
-			return linear // at an edge, or in the zero bucket: both interpolate linearly
+			return linear, above // at an edge, or in the zero bucket: both interpolate linearly
 		}
 		f := (linear - b.Lower) / (b.Upper - b.Lower)
 		lo, hi := math.Log2(math.Abs(b.Lower)), math.Log2(math.Abs(b.Upper))
 		if b.Lower > 0 {
-			return math.Exp2(lo + (hi-lo)*f)
+			return math.Exp2(lo + (hi-lo)*f), above
 		}
-		return -math.Exp2(hi + (lo-hi)*(1-f))
+		return -math.Exp2(hi + (lo-hi)*(1-f)), above
 	}
 	t.Fatalf("quantile %v lies in no populated bucket of %+v", linear, h)
-	return 0
+	return 0, above
 }
 
 func sortedMeta(ms []metadataEntry) []metadataEntry {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/grafana/dskit/flagext"
 	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/ports"
 )
 
 // TestS3Versitygw runs the suite against versitygw, an S3 server, started
@@ -22,10 +24,7 @@ func TestS3Versitygw(t *testing.T) {
 		t.Skip("ISOBAR_VERSITYGW is not set: run `make test`, which installs versitygw and sets it")
 	}
 	root := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	addr := ports.Addr(t)
 	const key, secret = "isobar-test-key", "isobar-test-secret"
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "versitygw.log"))
 	require.NoError(t, err)

@@ -18,6 +18,8 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/ports"
 )
 
 // requireMemcachedEnv, when set, turns a missing memcached binary into a
@@ -45,7 +47,7 @@ func startMemcached(t testing.TB) *memcachedServer {
 		t.Skipf("memcached not found (%v): scripts/install-test-deps.sh installs it; set %s=1 to fail instead of skipping", err, requireMemcachedEnv)
 	}
 	var lastErr error
-	for range 3 { // the free port may be taken before memcached binds it
+	for range 3 {
 		srv, err := tryStartMemcached(t, bin)
 		if err == nil {
 			t.Cleanup(srv.stop)
@@ -58,10 +60,7 @@ func startMemcached(t testing.TB) *memcachedServer {
 }
 
 func tryStartMemcached(t testing.TB, bin string) (*memcachedServer, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)
-	require.NoError(t, lis.Close())
+	port := strconv.Itoa(ports.Port(t))
 
 	args := []string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-t", "1"}
 	if os.Geteuid() == 0 {

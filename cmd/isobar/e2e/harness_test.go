@@ -13,7 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/ports"
 )
 
 // isobarBin is the binary under test: $ISOBAR_BIN, or one TestMain built.
@@ -405,14 +407,12 @@ func prometheusBin(t *testing.T) string {
 	return bin
 }
 
-// freeAddr returns 127.0.0.1:PORT with a port that was free a moment ago.
+// freeAddr returns 127.0.0.1:PORT for a process that cannot pick its own
+// port: one no other test gets and no outgoing connection can take (see
+// package ports).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
+	return ports.Addr(t)
 }
 
 // logLines returns the lines of s that contain every one of subs.

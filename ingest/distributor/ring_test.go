@@ -213,7 +213,7 @@ func benchmarkRingPush(b *testing.B, indexed bool) {
 	}
 	r := ringtest.Start(b, 3, register...)
 	// Uncompressed, as -ingester.client.grpc-compression is by default.
-	pool := rpc.NewIngesterPool("bench", r.Client, "", slog.New(slog.DiscardHandler), nil)
+	pool := rpc.NewIngesterPool("bench", r.Client, rpc.DefaultClientConfig(), slog.New(slog.DiscardHandler), nil)
 	require.NoError(b, services.StartAndAwaitRunning(context.Background(), pool))
 	b.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), pool) })
 	p := NewRingPusher(r.Client, pool, 5*time.Second)

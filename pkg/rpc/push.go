@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -152,6 +153,9 @@ func (c *IngesterClient) PushSegments(ctx context.Context, segs [][]byte, opts .
 }
 
 // ToStatus turns an error into a gRPC status whose code carries its cause.
+// The cause also travels as an ErrorInfo detail, so that the client tells a
+// tenant over its limits (ResourceExhausted, from us) from a message over
+// gRPC's size limit (ResourceExhausted, from gRPC itself).
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
@@ -159,8 +163,9 @@ func ToStatus(err error) error {
 	if _, ok := status.FromError(err); ok && !isRPCError(err) {
 		return err
 	}
+	cause := CauseOf(err)
 	code := codes.Internal
-	switch CauseOf(err) {
+	switch cause {
 	case CauseBadData:
 		code = codes.InvalidArgument
 	case CauseTenantLimit:
@@ -168,11 +173,26 @@ func ToStatus(err error) error {
 	case CauseUnavailable:
 		code = codes.Unavailable
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	if withCause, derr := st.WithDetails(&errdetails.ErrorInfo{Domain: causeDomain, Reason: cause.String()}); derr == nil {
+		st = withCause
+	}
+	return st.Err()
 }
+
+// causeDomain names the ErrorInfo details that carry a Cause.
+const causeDomain = "isobar"
+
+// MessageSizeFlags names the flags that bound gRPC messages between
+// components, for errors about a message over them.
+const MessageSizeFlags = "-server.grpc-max-send-msg-size-bytes and -server.grpc-max-recv-msg-size-bytes on the server, " +
+	"-ingester.client.grpc-max-recv-msg-size / -store-gateway.client.grpc-max-recv-msg-size (and the -send- ones) on the client"
 
 // FromStatus turns a gRPC error back into an error with a cause. Failures
 // to reach the ingester at all are unavailable: another replica may answer.
+// A message over gRPC's size limits is our own configuration's fault, never
+// a tenant limit that a sender would retry forever: it is internal, and
+// its message names the flags.
 func FromStatus(err error) error {
 	if err == nil {
 		return nil
@@ -181,16 +201,30 @@ func FromStatus(err error) error {
 	if !ok {
 		return &Error{Cause: CauseUnavailable, Msg: err.Error()}
 	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == causeDomain {
+			return &Error{Cause: causeNamed(info.GetReason()), Msg: st.Message()}
+		}
+	}
 	cause := CauseInternal
 	switch st.Code() {
 	case codes.InvalidArgument:
 		cause = CauseBadData
 	case codes.ResourceExhausted:
-		cause = CauseTenantLimit
+		return &Error{Cause: CauseInternal, Msg: fmt.Sprintf("a gRPC message between components is over its size limit (%s): raise %s", st.Message(), MessageSizeFlags)}
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
 		cause = CauseUnavailable
 	}
 	return &Error{Cause: cause, Msg: st.Message()}
+}
+
+func causeNamed(name string) Cause {
+	for _, c := range []Cause{CauseBadData, CauseTenantLimit, CauseUnavailable} {
+		if c.String() == name {
+			return c
+		}
+	}
+	return CauseInternal
 }
 
 func isRPCError(err error) bool {

@@ -24,6 +24,9 @@ func TestCauseSurvivesGRPC(t *testing.T) {
 		{name: "plain error is internal", err: errors.New("disk full"), wantCode: codes.Internal, wantCause: CauseInternal},
 		{name: "deadline is retryable", err: status.Error(codes.DeadlineExceeded, "slow"), wantCode: codes.DeadlineExceeded, wantCause: CauseUnavailable},
 		{name: "canceled context", err: context.Canceled, wantCode: codes.Internal, wantCause: CauseInternal},
+		// gRPC's own answer to a message over its size limit is no tenant
+		// limit: a sender would retry a 429 forever.
+		{name: "message over gRPC's limit is internal", err: status.Error(codes.ResourceExhausted, "grpc: received message larger than max (6238984 vs. 4194304)"), wantCode: codes.ResourceExhausted, wantCause: CauseInternal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := ToStatus(tc.err)
@@ -33,6 +36,7 @@ func TestCauseSurvivesGRPC(t *testing.T) {
 			require.Contains(t, back.Error(), status.Convert(st).Message())
 		})
 	}
+	require.Contains(t, FromStatus(status.Error(codes.ResourceExhausted, "grpc: received message larger than max")).Error(), "-server.grpc-max-send-msg-size-bytes")
 	require.NoError(t, ToStatus(nil))
 	require.NoError(t, FromStatus(nil))
 	require.Equal(t, CauseUnavailable, CauseOf(FromStatus(errors.New("connection refused"))), "a non-gRPC failure means the ingester was not reached")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
@@ -39,23 +40,14 @@ var readerServiceDesc = grpc.ServiceDesc{
 	ServiceName: "isobar.IngesterReader",
 	HandlerType: (*IngesterReaderServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{MethodName: "LabelNames", Handler: labelsHandler(labelNamesMethod, IngesterReaderServer.LabelNames)},
-		{MethodName: "LabelValues", Handler: labelsHandler(labelValuesMethod, IngesterReaderServer.LabelValues)},
 		{MethodName: "QueryExemplars", Handler: unaryHandler(queryExemplarsMethod, IngesterReaderServer.QueryExemplars)},
 		{MethodName: "MetricMetadata", Handler: unaryHandler(metricMetadataMethod, IngesterReaderServer.QueryMetadata)},
 	},
-	Streams: []grpc.StreamDesc{{
-		StreamName:    "QueryStream",
-		ServerStreams: true,
-		Handler: func(srv any, stream grpc.ServerStream) error {
-			req := &prompb.Query{}
-			if err := stream.RecvMsg(req); err != nil {
-				return err
-			}
-			send := func(r *prompb.ChunkedReadResponse) error { return stream.SendMsg(r) }
-			return ToStatus(srv.(IngesterReaderServer).QueryStream(stream.Context(), req, send))
-		},
-	}},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "QueryStream", ServerStreams: true, Handler: framesHandler(IngesterReaderServer.QueryStream)},
+		{StreamName: "LabelNames", ServerStreams: true, Handler: labelsStreamHandler(IngesterReaderServer.LabelNames)},
+		{StreamName: "LabelValues", ServerStreams: true, Handler: labelsStreamHandler(IngesterReaderServer.LabelValues)},
+	},
 	Metadata: "pkg/rpc/query.go",
 }
 
@@ -64,20 +56,63 @@ func RegisterIngesterReaderServer(s grpc.ServiceRegistrar, srv IngesterReaderSer
 	s.RegisterService(&readerServiceDesc, srv)
 }
 
-func labelsHandler(method string, call func(IngesterReaderServer, context.Context, *LabelsRequest) ([]string, error)) grpc.MethodHandler {
-	return unaryHandler(method, labelsResponse(call))
+// framesHandler serves a server stream of series frames: it decodes a Req
+// and lets call send the frames.
+func framesHandler[S, Req any](call func(S, context.Context, *Req, func(*prompb.ChunkedReadResponse) error) error) grpc.StreamHandler {
+	return func(srv any, stream grpc.ServerStream) error {
+		req := new(Req)
+		if err := stream.RecvMsg(req); err != nil {
+			return err
+		}
+		send := func(r *prompb.ChunkedReadResponse) error { return stream.SendMsg(r) }
+		return ToStatus(call(srv.(S), stream.Context(), req, send))
+	}
 }
 
-// labelsResponse wraps a call answering label names or values in the
-// response message.
-func labelsResponse[S, Req any](call func(S, context.Context, *Req) ([]string, error)) func(S, context.Context, *Req) (*LabelsResponse, error) {
-	return func(srv S, ctx context.Context, req *Req) (*LabelsResponse, error) {
-		values, err := call(srv, ctx, req)
-		if err != nil {
-			return nil, err
+// labelsStreamHandler serves label names or values as a server stream of
+// LabelsResponse frames of about maxFrameBytes each, so that no answer,
+// however many and long the values, is one message over gRPC's limits.
+func labelsStreamHandler[S, Req any](call func(S, context.Context, *Req) ([]string, error)) grpc.StreamHandler {
+	return func(srv any, stream grpc.ServerStream) error {
+		req := new(Req)
+		if err := stream.RecvMsg(req); err != nil {
+			return err
 		}
-		return &LabelsResponse{Values: values}, nil
+		values, err := call(srv.(S), stream.Context(), req)
+		if err != nil {
+			return ToStatus(err)
+		}
+		return ToStatus(sendLabelFrames(values, func(r *LabelsResponse) error { return stream.SendMsg(r) }))
 	}
+}
+
+// sendLabelFrames sends values in order, in frames of about maxFrameBytes.
+// An empty answer is one empty frame.
+func sendLabelFrames(values []string, send func(*LabelsResponse) error) error {
+	start, size := 0, 0
+	for i, v := range values {
+		size += protowire.SizeTag(1) + protowire.SizeBytes(len(v))
+		if size >= maxFrameBytes {
+			if err := send(&LabelsResponse{Values: values[start : i+1]}); err != nil {
+				return err
+			}
+			start, size = i+1, 0
+		}
+	}
+	if start < len(values) || len(values) == 0 {
+		return send(&LabelsResponse{Values: values[start:]})
+	}
+	return nil
+}
+
+// streamDesc finds the stream of desc named name.
+func streamDesc(desc *grpc.ServiceDesc, name string) *grpc.StreamDesc {
+	for i := range desc.Streams {
+		if desc.Streams[i].StreamName == name {
+			return &desc.Streams[i]
+		}
+	}
+	panic(fmt.Sprintf("service %s has no stream %s", desc.ServiceName, name))
 }
 
 // unaryHandler serves one unary method of a service whose server is an S:
@@ -105,12 +140,12 @@ func unaryHandler[S, Req, Resp any](method string, call func(S, context.Context,
 // QueryStream asks the ingester for the series matching req and hands each
 // frame to recv.
 func (c *IngesterClient) QueryStream(ctx context.Context, req *prompb.Query, recv func(*prompb.ChunkedReadResponse) error) error {
-	return streamFrames(ctx, c.cc, &readerServiceDesc.Streams[0], queryStreamMethod, req, recv)
+	return streamFrames(ctx, c.cc, streamDesc(&readerServiceDesc, "QueryStream"), queryStreamMethod, req, recv)
 }
 
 // streamFrames sends req on a new server stream of method and hands each
-// frame of the answer to recv.
-func streamFrames(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, recv func(*prompb.ChunkedReadResponse) error) error {
+// frame of the answer, a Resp, to recv.
+func streamFrames[Resp any](ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, recv func(*Resp) error) error {
 	stream, err := cc.NewStream(ctx, desc, method, grpc.CallContentSubtype(CodecName))
 	if err != nil {
 		return FromStatus(err)
@@ -122,7 +157,7 @@ func streamFrames(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.S
 		return FromStatus(err)
 	}
 	for {
-		resp := &prompb.ChunkedReadResponse{}
+		resp := new(Resp)
 		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -146,18 +181,30 @@ func (c *IngesterClient) LabelValues(ctx context.Context, req *LabelsRequest) ([
 }
 
 func (c *IngesterClient) labels(ctx context.Context, method string, req *LabelsRequest) ([]string, error) {
-	resp := &LabelsResponse{}
-	if err := c.cc.Invoke(ctx, method, req, resp, grpc.CallContentSubtype(CodecName)); err != nil {
-		return nil, FromStatus(err)
-	}
-	return resp.Values, nil
+	return receiveLabels(ctx, c.cc, &readerServiceDesc, method, req)
 }
 
-// maxFrameBytes bounds one QueryStream message.
+// receiveLabels asks for label names or values on the stream of method and
+// gathers the frames of the answer.
+func receiveLabels(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.ServiceDesc, method string, req any) ([]string, error) {
+	var values []string
+	err := streamFrames(ctx, cc, streamDesc(desc, method[strings.LastIndexByte(method, '/')+1:]), method, req, func(r *LabelsResponse) error {
+		if values == nil {
+			values = r.Values
+		} else {
+			values = append(values, r.Values...)
+		}
+		return nil
+	})
+	return values, err
+}
+
+// maxFrameBytes is the size of one frame of a streamed answer, encoded;
+// only a single series or value larger than it makes a larger frame.
 const maxFrameBytes = 1 << 20
 
 // ServeChunkQuery runs req on q and sends the series, chunks as stored,
-// sorted by labels, in frames of about maxFrameBytes.
+// sorted by labels, in frames of about maxFrameBytes, labels included.
 func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
 	ms, err := FromLabelMatchers(req.Matchers)
 	if err != nil {
@@ -177,12 +224,12 @@ func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Qu
 			m := it.At()
 			data := m.Chunk.Bytes()
 			cs.Chunks = append(cs.Chunks, prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime, Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: data})
-			size += len(data)
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read chunks of %s: %w", s.Labels(), err)
 		}
 		frame.ChunkedSeries = append(frame.ChunkedSeries, cs)
+		size += protowire.SizeTag(1) + protowire.SizeBytes(cs.Size())
 		if size >= maxFrameBytes {
 			if err := send(frame); err != nil {
 				return err

@@ -38,32 +38,17 @@ const (
 var storeGatewayServiceDesc = grpc.ServiceDesc{
 	ServiceName: "isobar.StoreGateway",
 	HandlerType: (*StoreGatewayServer)(nil),
-	Methods: []grpc.MethodDesc{
-		{MethodName: "LabelNames", Handler: blocksLabelsHandler(sgLabelNamesMethod, StoreGatewayServer.LabelNames)},
-		{MethodName: "LabelValues", Handler: blocksLabelsHandler(sgLabelValuesMethod, StoreGatewayServer.LabelValues)},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Series", ServerStreams: true, Handler: framesHandler(StoreGatewayServer.Series)},
+		{StreamName: "LabelNames", ServerStreams: true, Handler: labelsStreamHandler(StoreGatewayServer.LabelNames)},
+		{StreamName: "LabelValues", ServerStreams: true, Handler: labelsStreamHandler(StoreGatewayServer.LabelValues)},
 	},
-	Streams: []grpc.StreamDesc{{
-		StreamName:    "Series",
-		ServerStreams: true,
-		Handler: func(srv any, stream grpc.ServerStream) error {
-			req := &BlocksQuery{}
-			if err := stream.RecvMsg(req); err != nil {
-				return err
-			}
-			send := func(r *prompb.ChunkedReadResponse) error { return stream.SendMsg(r) }
-			return ToStatus(srv.(StoreGatewayServer).Series(stream.Context(), req, send))
-		},
-	}},
 	Metadata: "pkg/rpc/storegateway.go",
 }
 
 // RegisterStoreGatewayServer serves srv's reads on s.
 func RegisterStoreGatewayServer(s grpc.ServiceRegistrar, srv StoreGatewayServer) {
 	s.RegisterService(&storeGatewayServiceDesc, srv)
-}
-
-func blocksLabelsHandler(method string, call func(StoreGatewayServer, context.Context, *BlocksLabelsRequest) ([]string, error)) grpc.MethodHandler {
-	return unaryHandler(method, labelsResponse(call))
 }
 
 // StoreGatewayClient reads blocks from one store-gateway.
@@ -81,7 +66,7 @@ func NewStoreGatewayClient(cc grpc.ClientConnInterface) *StoreGatewayClient {
 // req.Query and hands each frame to recv. An error for blocks the
 // store-gateway does not hold lists them: see MissingBlocks.
 func (c *StoreGatewayClient) Series(ctx context.Context, req *BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
-	return streamFrames(ctx, c.cc, &storeGatewayServiceDesc.Streams[0], sgSeriesMethod, req, recv)
+	return streamFrames(ctx, c.cc, streamDesc(&storeGatewayServiceDesc, "Series"), sgSeriesMethod, req, recv)
 }
 
 // LabelNames asks the store-gateway for the label names of req.BlockIDs.
@@ -96,11 +81,7 @@ func (c *StoreGatewayClient) LabelValues(ctx context.Context, req *BlocksLabelsR
 }
 
 func (c *StoreGatewayClient) labels(ctx context.Context, method string, req *BlocksLabelsRequest) ([]string, error) {
-	resp := &LabelsResponse{}
-	if err := c.cc.Invoke(ctx, method, req, resp, grpc.CallContentSubtype(CodecName)); err != nil {
-		return nil, FromStatus(err)
-	}
-	return resp.Values, nil
+	return receiveLabels(ctx, c.cc, &storeGatewayServiceDesc, method, req)
 }
 
 // BlocksQuery asks a store-gateway for the series of some blocks.

@@ -226,6 +226,6 @@ func TestOverlappingChunksOfOneSeriesMerge(t *testing.T) {
 		// Three replicas of [0, 120s], and one of them also has [135s, 180s].
 		Chunks: []prompb.Chunk{chunk(0, 120_000), chunk(0, 120_000), chunk(0, 120_000), chunk(135_000, 180_000)},
 	}}
-	got := samplesOf(t, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{series: series, cur: -1}))
+	got := samplesOf(t, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: frames(series), cur: -1}))
 	require.Equal(t, map[string][]int64{`{__name__="up"}`: timesBetween(0, 180_000)}, got)
 }

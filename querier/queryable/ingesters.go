@@ -4,8 +4,11 @@ package queryable
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
 
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/ring/client"
@@ -44,6 +47,9 @@ func (q *Ingesters) Querier(mint, maxt int64) (storage.Querier, error) {
 type ringQuerier struct {
 	q          *Ingesters
 	mint, maxt int64
+
+	mu      sync.Mutex
+	streams []*frameStream // ended by Close, whether read to the end or not
 }
 
 // each runs f against a read quorum of the ingesters and returns the
@@ -73,29 +79,163 @@ func each[T any](ctx context.Context, q *Ingesters, f func(context.Context, *rpc
 	return out, nil
 }
 
+// Select streams the series from a read quorum of the ingesters and
+// merges the replicas' streams series by series (each ingester sends its
+// series sorted by labels), so the querier holds a few frames per ingester,
+// never a whole answer. Every acknowledged sample is on a write quorum of
+// its replicas, so any read quorum holds it: without zone awareness only
+// the quorum is asked, and an ingester that fails, before or in the middle
+// of its stream, is replaced by a spare replica that continues after the
+// last series the failed one gave. With zone awareness every zone is asked
+// and as many zones may fail as the ring tolerates. Past that the query
+// fails: never a silent hole.
 func (r *ringQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	if _, err := tenant.From(ctx); err != nil {
+		return storage.ErrSeriesSet(err)
+	}
 	start, end := r.mint, r.maxt
 	if hints != nil {
 		start, end = max(start, hints.Start), min(end, hints.End)
 	}
-	req := &prompb.Query{StartTimestampMs: start, EndTimestampMs: end, Matchers: rpc.ToLabelMatchers(ms)}
-	answers, err := each(ctx, r.q, func(ctx context.Context, c *rpc.PooledIngester) ([]*prompb.ChunkedSeries, error) {
-		var series []*prompb.ChunkedSeries
-		err := c.QueryStream(ctx, req, func(resp *prompb.ChunkedReadResponse) error {
-			series = append(series, resp.ChunkedSeries...)
-			return nil
-		})
-		return series, err
-	})
+	rs, err := r.q.ring.GetReplicationSetForOperation(dskitring.Read)
 	if err != nil {
-		return storage.ErrSeriesSet(err)
+		return storage.ErrSeriesSet(rpc.Errorf(rpc.CauseUnavailable, "ingesters to read from: %v", err))
 	}
-	sets := make([]storage.SeriesSet, 0, len(answers))
-	for _, series := range answers {
-		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{series: series, cur: -1}))
+	req := &prompb.Query{StartTimestampMs: start, EndTimestampMs: end, Matchers: rpc.ToLabelMatchers(ms)}
+	reads := newReadQuorum(rs)
+	open := func(inst dskitring.InstanceDesc) func() ([]*prompb.ChunkedSeries, bool, error) {
+		stream := newFrameStream(ctx)
+		r.mu.Lock()
+		r.streams = append(r.streams, stream)
+		r.mu.Unlock()
+		go func() {
+			c, err := r.q.pool.GetClientForInstance(inst)
+			if err == nil {
+				err = c.(*rpc.PooledIngester).QueryStream(stream.ctx, req, stream.put)
+			}
+			if err != nil {
+				err = fmt.Errorf("ingester %s: %w", inst.Id, err)
+			}
+			stream.finish(err)
+		}()
+		return stream.next
+	}
+	sets := make([]storage.SeriesSet, 0, len(reads.active))
+	for _, inst := range reads.active {
+		set := &chunkSeriesSet{next: open(inst), cur: -1}
+		set.failed = func(err error) (func() ([]*prompb.ChunkedSeries, bool, error), error) {
+			spare, err := reads.fail(inst, err)
+			if err != nil {
+				return nil, err
+			}
+			if spare == nil {
+				return nil, nil // tolerated: the other zones hold it all
+			}
+			inst = *spare
+			return open(inst), nil
+		}
+		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(set))
 	}
 	// Replicas hold the same samples; the chained merge keeps one of each.
 	return storage.NewMergeSeriesSet(sets, 0, storage.ChainedSeriesMerge)
+}
+
+// readQuorum chooses the ingesters a read asks and decides what a failed
+// one means.
+type readQuorum struct {
+	rs     dskitring.ReplicationSet
+	active []dskitring.InstanceDesc // asked from the start
+
+	mu     sync.Mutex
+	spares []dskitring.InstanceDesc // asked when an active one fails
+	failed []string                 // zones with zone awareness, else IDs
+	errs   []error
+}
+
+func newReadQuorum(rs dskitring.ReplicationSet) *readQuorum {
+	q := &readQuorum{rs: rs}
+	insts := slices.Clone(rs.Instances)
+	if rs.MaxUnavailableZones > 0 || rs.MaxErrors <= 0 || len(insts) <= rs.MaxErrors {
+		q.active = insts
+		return q
+	}
+	// Spread the reads: a different quorum each time.
+	k := rand.IntN(len(insts))
+	insts = append(insts[k:], insts[:k]...)
+	n := len(insts) - rs.MaxErrors
+	q.active, q.spares = insts[:n], insts[n:]
+	return q
+}
+
+// fail records that inst failed with err. It returns a spare to continue
+// with, or nil and nil when the failure is tolerated without one (zone
+// awareness), or the error to fail the query with.
+func (q *readQuorum) fail(inst dskitring.InstanceDesc, err error) (*dskitring.InstanceDesc, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.errs = append(q.errs, err)
+	if q.rs.MaxUnavailableZones > 0 {
+		if !slices.Contains(q.failed, inst.Zone) {
+			q.failed = append(q.failed, inst.Zone)
+		}
+		if len(q.failed) <= q.rs.MaxUnavailableZones {
+			return nil, nil
+		}
+		return nil, rpc.Errorf(rpc.CauseUnavailable, "read from ingesters: %d zones failed, at most %d tolerated: %v", len(q.failed), q.rs.MaxUnavailableZones, errors.Join(q.errs...))
+	}
+	q.failed = append(q.failed, inst.Id)
+	if len(q.spares) == 0 {
+		return nil, rpc.Errorf(rpc.CauseUnavailable, "read from ingesters: %d failed and no replica is left to ask (at most %d may fail): %v", len(q.failed), q.rs.MaxErrors, errors.Join(q.errs...))
+	}
+	spare := q.spares[0]
+	q.spares = q.spares[1:]
+	return &spare, nil
+}
+
+// frameStream carries one source's frames from the goroutine receiving
+// them to the series set reading them, one frame ahead at most.
+type frameStream struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	frames chan []*prompb.ChunkedSeries
+	err    error // set before frames is closed
+}
+
+func newFrameStream(ctx context.Context) *frameStream {
+	ctx, cancel := context.WithCancel(ctx)
+	return &frameStream{ctx: ctx, cancel: cancel, frames: make(chan []*prompb.ChunkedSeries, 1)}
+}
+
+// put hands a received frame to the reader, waiting while it is behind.
+func (s *frameStream) put(resp *prompb.ChunkedReadResponse) error {
+	select {
+	case s.frames <- resp.ChunkedSeries:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// finish ends the stream with err (nil: every frame was received).
+func (s *frameStream) finish(err error) {
+	s.err = err
+	close(s.frames)
+}
+
+// next returns the next frame; at the end of the stream it returns false
+// and the stream's error.
+func (s *frameStream) next() ([]*prompb.ChunkedSeries, bool, error) {
+	select {
+	case f, ok := <-s.frames:
+		if ok {
+			return f, true, nil
+		}
+		s.cancel()
+		return nil, false, s.err
+	case <-s.ctx.Done():
+		s.cancel()
+		return nil, false, s.ctx.Err()
+	}
 }
 
 func (r *ringQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -127,7 +267,16 @@ func (r *ringQuerier) union(ctx context.Context, req *rpc.LabelsRequest, call fu
 	return all, nil, nil
 }
 
-func (*ringQuerier) Close() error { return nil }
+// Close ends the streams of every Select that were not read to the end.
+func (r *ringQuerier) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.streams {
+		s.cancel()
+	}
+	r.streams = nil
+	return nil
+}
 
 func limitOf(h *storage.LabelHints) int {
 	if h == nil {
@@ -136,26 +285,76 @@ func limitOf(h *storage.LabelHints) int {
 	return h.Limit
 }
 
-// chunkSeriesSet walks the series one ingester sent, sorted by labels.
+// chunkSeriesSet walks the series one source sent, sorted by labels, frame
+// by frame. failed, if set, decides what a source's failure means: another
+// source to continue with (a replica of the same series, read after the
+// last series this set gave), nothing (end quietly: others cover it), or
+// the error to fail the query with.
 type chunkSeriesSet struct {
+	next   func() ([]*prompb.ChunkedSeries, bool, error)
 	series []*prompb.ChunkedSeries
 	cur    int
 	at     storage.ChunkSeries
 	err    error
+	failed func(error) (func() ([]*prompb.ChunkedSeries, bool, error), error)
+	// skipThrough, after a fail-over, holds the labels of the last series
+	// given: the new source's series up to them were given already.
+	skipThrough labels.Labels
+	resumed     bool
+}
+
+// frames returns a next function over frames already received.
+func frames(fs ...[]*prompb.ChunkedSeries) func() ([]*prompb.ChunkedSeries, bool, error) {
+	return func() ([]*prompb.ChunkedSeries, bool, error) {
+		if len(fs) == 0 {
+			return nil, false, nil
+		}
+		f := fs[0]
+		fs = fs[1:]
+		return f, true, nil
+	}
 }
 
 func (s *chunkSeriesSet) Next() bool {
 	if s.err != nil {
 		return false
 	}
-	s.cur++
-	if s.cur >= len(s.series) {
-		return false
-	}
-	cs := s.series[s.cur]
-	b := labels.NewScratchBuilder(len(cs.Labels))
-	for _, l := range cs.Labels {
-		b.Add(l.Name, l.Value)
+	var (
+		cs *prompb.ChunkedSeries
+		b  labels.ScratchBuilder
+	)
+	for {
+		s.cur++
+		for s.cur >= len(s.series) {
+			f, ok, err := s.next()
+			if !ok {
+				s.series = nil
+				if err == nil || s.failed == nil {
+					s.err = err
+					return false
+				}
+				next, ferr := s.failed(err)
+				if next == nil {
+					s.err = ferr
+					return false
+				}
+				s.next, s.resumed = next, true
+				if s.at != nil {
+					s.skipThrough = s.at.Labels()
+				}
+				continue
+			}
+			s.series, s.cur = f, 0
+		}
+		cs = s.series[s.cur]
+		s.series[s.cur] = nil // the merge holds what it still needs
+		b = labels.NewScratchBuilder(len(cs.Labels))
+		for _, l := range cs.Labels {
+			b.Add(l.Name, l.Value)
+		}
+		if !s.resumed || s.skipThrough.IsEmpty() || labels.Compare(b.Labels(), s.skipThrough) > 0 {
+			break
+		}
 	}
 	metas := make([]chunks.Meta, 0, len(cs.Chunks))
 	for _, c := range cs.Chunks {

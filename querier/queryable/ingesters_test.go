@@ -2,9 +2,11 @@ package queryable
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,6 +180,92 @@ func TestReadToleratesOneIngesterDown(t *testing.T) {
 	require.False(t, ss.Next())
 	require.Error(t, ss.Err(), "two of three down: no quorum, and no silent hole")
 	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(ss.Err()))
+}
+
+// failingReader sends the first frames of its answer, then fails.
+type failingReader struct {
+	*dbReader
+	framesBeforeFailing int
+}
+
+func (r *failingReader) QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
+	sent := 0
+	err := r.dbReader.QueryStream(ctx, req, func(f *prompb.ChunkedReadResponse) error {
+		if sent == r.framesBeforeFailing {
+			return errors.New("disk on fire")
+		}
+		sent++
+		return send(f)
+	})
+	return err
+}
+
+// midStreamFailures starts three ingesters holding the same 3000 series
+// with 1 KB labels (several frames each), of which the last failing fail
+// after their first frame, and returns a querier over them.
+func midStreamFailures(t *testing.T, failing int) storage.Querier {
+	readers := make([]*dbReader, 3)
+	register := make([]func(*grpc.Server), 3)
+	for i := range readers {
+		db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		readers[i] = &dbReader{db: db}
+		var srv rpc.IngesterReaderServer = readers[i]
+		if i >= 3-failing {
+			srv = &failingReader{dbReader: readers[i], framesBeforeFailing: 1}
+		}
+		register[i] = func(s *grpc.Server) { rpc.RegisterIngesterReaderServer(s, srv) }
+	}
+	r := ringtest.Start(t, 3, register...)
+	for i := range 3000 {
+		ls := labels.FromStrings("__name__", "up", "instance", fmt.Sprintf("%05d-%s", i, strings.Repeat("x", 1000)))
+		for _, rd := range readers {
+			rd.add(t, ls, t0, t0+15_000)
+		}
+	}
+	qr, err := NewIngesters(r.Client, r.Pool).Querier(t0, t0+15_000)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = qr.Close() })
+	return qr
+}
+
+// An ingester that fails in the middle of its stream is replaced by the
+// spare replica, which continues after the last series the failed one
+// gave: the answer is whole, no series twice. Each read asks a different
+// quorum, so some of the reads meet the failing ingester.
+func TestReadToleratesAnIngesterFailingMidStream(t *testing.T) {
+	qr := midStreamFailures(t, 1)
+	for range 6 {
+		ss := qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+		seen := map[string]bool{}
+		var it chunkenc.Iterator
+		for ss.Next() {
+			name := ss.At().Labels().String()
+			require.False(t, seen[name], "%s given twice", name)
+			seen[name] = true
+			it = ss.At().Iterator(it)
+			var ts []int64
+			for it.Next() == chunkenc.ValFloat {
+				t, _ := it.At()
+				ts = append(ts, t)
+			}
+			require.Equal(t, []int64{t0, t0 + 15_000}, ts, name)
+		}
+		require.NoError(t, ss.Err())
+		require.Len(t, seen, 3000)
+	}
+}
+
+// Two of three ingesters failing mid-stream fail the query: no silent hole.
+func TestReadFailsWhenTwoIngestersFailMidStream(t *testing.T) {
+	qr := midStreamFailures(t, 2)
+	ss := qr.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+	for ss.Next() {
+	}
+	require.Error(t, ss.Err())
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(ss.Err()))
+	require.Contains(t, ss.Err().Error(), "disk on fire")
 }
 
 func TestReadNeedsTenant(t *testing.T) {

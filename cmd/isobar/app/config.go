@@ -23,6 +23,7 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/querier/queryable"
 	"github.com/isobar-tsdb/isobar/tsdb/bucket"
@@ -41,18 +42,19 @@ type Config struct {
 	Server     ServerConfig        `yaml:"server"`
 	Ring       ring.Config         `yaml:"ring"`
 	Memberlist memberlist.KVConfig `yaml:"memberlist"`
-	// IngesterClientCompression compresses gRPC between distributors or
-	// queriers and ingesters.
-	IngesterClientCompression string             `yaml:"ingester_client_grpc_compression"`
-	Log                       log.Config         `yaml:"log"`
-	Profiling                 profiling.Config   `yaml:"profiling"`
-	Distributor               distributor.Config `yaml:"distributor"`
-	Ingester                  ingester.Config    `yaml:"ingester"`
-	Querier                   QuerierConfig      `yaml:"querier"`
-	Bucket                    bucket.Config      `yaml:"bucket"`
-	StoreGateway              StoreGatewayConfig `yaml:"store_gateway"`
-	Compactor                 compactor.Config   `yaml:"compactor"`
-	Limits                    limits.Limits      `yaml:"limits"`
+	// IngesterClient configures gRPC from distributors and queriers to
+	// ingesters, StoreGatewayClient from queriers to store-gateways.
+	IngesterClient     rpc.ClientConfig   `yaml:"ingester_client"`
+	StoreGatewayClient rpc.ClientConfig   `yaml:"store_gateway_client"`
+	Log                log.Config         `yaml:"log"`
+	Profiling          profiling.Config   `yaml:"profiling"`
+	Distributor        distributor.Config `yaml:"distributor"`
+	Ingester           ingester.Config    `yaml:"ingester"`
+	Querier            QuerierConfig      `yaml:"querier"`
+	Bucket             bucket.Config      `yaml:"bucket"`
+	StoreGateway       StoreGatewayConfig `yaml:"store_gateway"`
+	Compactor          compactor.Config   `yaml:"compactor"`
+	Limits             limits.Limits      `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
@@ -76,6 +78,10 @@ type ServerConfig struct {
 	HTTPListenAddress string `yaml:"http_listen_address"`
 	HTTPListenPort    int    `yaml:"http_listen_port"`
 	GRPCListenPort    int    `yaml:"grpc_listen_port"`
+	// GRPCMaxRecvMsgSize and GRPCMaxSendMsgSize bound one gRPC message
+	// either way; the clients' limits should match them.
+	GRPCMaxRecvMsgSize int `yaml:"grpc_max_recv_msg_size_bytes"`
+	GRPCMaxSendMsgSize int `yaml:"grpc_max_send_msg_size_bytes"`
 }
 
 // RegisterFlags registers every flag of the process with its default.
@@ -88,7 +94,10 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.Server.GRPCListenPort, "server.grpc-listen-port", 9095, "Port the gRPC server (ingester push) listens on, on the HTTP listen address; 0 picks a free one.")
 	host, _ := os.Hostname()
 	c.Ring.RegisterFlags(f, host)
-	f.StringVar(&c.IngesterClientCompression, "ingester.client.grpc-compression", "", "Compress gRPC to ingesters: empty for none (cheapest inside a data centre) or snappy.")
+	f.IntVar(&c.Server.GRPCMaxRecvMsgSize, "server.grpc-max-recv-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server takes (a push from a distributor).")
+	f.IntVar(&c.Server.GRPCMaxSendMsgSize, "server.grpc-max-send-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server sends (one frame of a read).")
+	c.IngesterClient.RegisterFlagsWithPrefix(f, "ingester.client", "ingester")
+	c.StoreGatewayClient.RegisterFlagsWithPrefix(f, "store-gateway.client", "store-gateway")
 	c.Memberlist.RegisterFlags(f)
 	c.Log.RegisterFlags(f)
 	c.Profiling.RegisterFlags(f)
@@ -119,8 +128,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if c.IngesterClientCompression != "" && c.IngesterClientCompression != "snappy" {
-		return fmt.Errorf("unknown -ingester.client.grpc-compression %q: use snappy or leave it empty", c.IngesterClientCompression)
+	if c.Server.GRPCMaxRecvMsgSize <= 0 || c.Server.GRPCMaxSendMsgSize <= 0 {
+		return errors.New("-server.grpc-max-recv-msg-size-bytes and -server.grpc-max-send-msg-size-bytes must be positive")
 	}
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")
@@ -128,7 +137,7 @@ func (c *Config) Validate() error {
 	if c.StoreGateway.ReplicationFactor <= 0 {
 		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
 	}
-	return errors.Join(c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
+	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
 		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
 		c.Compactor.Validate(), c.Limits.Validate())
 }

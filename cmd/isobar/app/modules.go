@@ -193,7 +193,7 @@ func (a *App) initIngesterIndex() (services.Service, error) {
 
 // initIngesterPool holds the connections to the ring's ingesters.
 func (a *App) initIngesterPool() (services.Service, error) {
-	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.cfg.IngesterClientCompression, a.logger, a.reg)
+	a.pool = rpc.NewIngesterPool(strings.Join(a.targets, ","), a.ring, a.cfg.IngesterClient, a.logger, a.reg)
 	return a.pool, nil
 }
 

@@ -68,7 +68,8 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor), grpc.ChainStreamInterceptor(rpc.ServerTenantStreamInterceptor))
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvMsgSize), grpc.MaxSendMsgSize(cfg.GRPCMaxSendMsgSize),
+		grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor), grpc.ChainStreamInterceptor(rpc.ServerTenantStreamInterceptor))
 	grpc_health_v1.RegisterHealthServer(s.grpc, health.NewServer()) // distributors' client pools check it
 	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
 	return s

@@ -239,7 +239,7 @@ func (a *App) blocksQueryable() (*queryable.Blocks, error) {
 	if a.localStoreGateway() {
 		return queryable.NewBlocks(finder, queryable.LocalStore(a.storeGateway)), nil
 	}
-	pool := rpc.NewStoreGatewayPool(TargetQuerier, a.storeGatewayRing, a.cfg.IngesterClientCompression, a.logger, a.reg)
+	pool := rpc.NewStoreGatewayPool(TargetQuerier, a.storeGatewayRing, a.cfg.StoreGatewayClient, a.logger, a.reg)
 	a.storeGatewayPool = pool
 	return queryable.NewBlocks(finder, queryable.NewRingStores(a.storeGatewayRing, pool)), nil
 }

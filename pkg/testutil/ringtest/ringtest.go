@@ -71,7 +71,9 @@ func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 	require.NoError(t, err)
 	run(t, r.Client)
 	require.Eventually(t, func() bool { return r.Client.InstancesWithTokensCount() == len(register) }, 10*time.Second, 10*time.Millisecond)
-	r.Pool = rpc.NewIngesterPool("test", r.Client, "snappy", logger, nil)
+	snappy := rpc.DefaultClientConfig()
+	snappy.Compression = "snappy"
+	r.Pool = rpc.NewIngesterPool("test", r.Client, snappy, logger, nil)
 	run(t, r.Pool)
 	r.Index = ring.NewIndexWatcher(store, rf, logger)
 	run(t, r.Index)

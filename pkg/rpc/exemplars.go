@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -21,23 +20,43 @@ const (
 	metricMetadataMethod = "/isobar.IngesterReader/MetricMetadata"
 )
 
-// QueryExemplars asks the ingester for the exemplars matching req.
+// QueryExemplars asks the ingester for the exemplars matching req. The
+// answer comes in frames of a bounded size.
 func (c *IngesterClient) QueryExemplars(ctx context.Context, req *ExemplarsRequest) (*ExemplarsResponse, error) {
 	resp := &ExemplarsResponse{}
-	if err := c.cc.Invoke(ctx, queryExemplarsMethod, req, resp, grpc.CallContentSubtype(CodecName)); err != nil {
-		return nil, FromStatus(err)
-	}
-	return resp, nil
+	err := receiveFrames(ctx, c.cc, &readerServiceDesc, queryExemplarsMethod, req, func(f *ExemplarsResponse) {
+		resp.Series = appendFrame(resp.Series, f.Series)
+	})
+	return resp, err
 }
 
 // QueryMetadata asks the ingester for the metric metadata req selects
-// (gRPC method MetricMetadata).
+// (gRPC method MetricMetadata). The answer comes in frames of a bounded
+// size.
 func (c *IngesterClient) QueryMetadata(ctx context.Context, req *MetadataRequest) (*MetadataResponse, error) {
 	resp := &MetadataResponse{}
-	if err := c.cc.Invoke(ctx, metricMetadataMethod, req, resp, grpc.CallContentSubtype(CodecName)); err != nil {
-		return nil, FromStatus(err)
+	err := receiveFrames(ctx, c.cc, &readerServiceDesc, metricMetadataMethod, req, func(f *MetadataResponse) {
+		resp.Metadata = appendFrame(resp.Metadata, f.Metadata)
+	})
+	return resp, err
+}
+
+// exemplarFrames cuts an exemplar answer into frames.
+func exemplarFrames(r *ExemplarsResponse) []*ExemplarsResponse {
+	var out []*ExemplarsResponse
+	for _, f := range bySize(r.Series, func(ts prompb.TimeSeries) int { return ts.Size() }) {
+		out = append(out, &ExemplarsResponse{Series: f})
 	}
-	return resp, nil
+	return out
+}
+
+// metadataFrames cuts a metadata answer into frames.
+func metadataFrames(r *MetadataResponse) []*MetadataResponse {
+	var out []*MetadataResponse
+	for _, f := range bySize(r.Metadata, func(m prompb.MetricMetadata) int { return m.Size() }) {
+		out = append(out, &MetadataResponse{Metadata: f})
+	}
+	return out
 }
 
 // ServeExemplars runs req on eq and encodes the answer.

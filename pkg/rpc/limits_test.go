@@ -79,6 +79,43 @@ func TestLabelValuesStreamPastTheMessageLimit(t *testing.T) {
 	require.Empty(t, empty)
 }
 
+func (r *bigReader) QueryExemplars(context.Context, *ExemplarsRequest) (*ExemplarsResponse, error) {
+	resp := &ExemplarsResponse{}
+	for _, v := range r.values() {
+		resp.Series = append(resp.Series, prompb.TimeSeries{
+			Labels:    []prompb.Label{{Name: "v", Value: v}},
+			Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 2}},
+		})
+	}
+	return resp, nil
+}
+
+func (r *bigReader) QueryMetadata(context.Context, *MetadataRequest) (*MetadataResponse, error) {
+	resp := &MetadataResponse{}
+	for _, v := range r.values() {
+		resp.Metadata = append(resp.Metadata, prompb.MetricMetadata{MetricFamilyName: v, Type: prompb.MetricMetadata_GAUGE, Help: "h"})
+	}
+	return resp, nil
+}
+
+// Exemplar and metadata answers larger than one message arrive whole.
+func TestExemplarsAndMetadataStreamPastTheMessageLimit(t *testing.T) {
+	srv := &bigReader{n: 5000, valueLen: 1024}
+	c := startReader(t, srv, 2<<20, 2<<20)
+	ctx := tenant.With(context.Background(), "t")
+	want, err := srv.QueryExemplars(ctx, nil)
+	require.NoError(t, err)
+	got, err := c.QueryExemplars(ctx, &ExemplarsRequest{})
+	require.NoError(t, err)
+	require.Equal(t, want.Series, got.Series)
+
+	wantMeta, err := srv.QueryMetadata(ctx, nil)
+	require.NoError(t, err)
+	gotMeta, err := c.QueryMetadata(ctx, &MetadataRequest{})
+	require.NoError(t, err)
+	require.Equal(t, wantMeta.Metadata, gotMeta.Metadata)
+}
+
 // A frame over the limit (here a server that ignores framing) is an
 // internal error that names the flags to raise, not a tenant limit.
 func TestMessageOverTheLimitNamesTheFlags(t *testing.T) {

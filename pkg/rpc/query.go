@@ -39,14 +39,12 @@ const (
 var readerServiceDesc = grpc.ServiceDesc{
 	ServiceName: "isobar.IngesterReader",
 	HandlerType: (*IngesterReaderServer)(nil),
-	Methods: []grpc.MethodDesc{
-		{MethodName: "QueryExemplars", Handler: unaryHandler(queryExemplarsMethod, IngesterReaderServer.QueryExemplars)},
-		{MethodName: "MetricMetadata", Handler: unaryHandler(metricMetadataMethod, IngesterReaderServer.QueryMetadata)},
-	},
 	Streams: []grpc.StreamDesc{
 		{StreamName: "QueryStream", ServerStreams: true, Handler: framesHandler(IngesterReaderServer.QueryStream)},
 		{StreamName: "LabelNames", ServerStreams: true, Handler: labelsStreamHandler(IngesterReaderServer.LabelNames)},
 		{StreamName: "LabelValues", ServerStreams: true, Handler: labelsStreamHandler(IngesterReaderServer.LabelValues)},
+		{StreamName: "QueryExemplars", ServerStreams: true, Handler: framedHandler(IngesterReaderServer.QueryExemplars, exemplarFrames)},
+		{StreamName: "MetricMetadata", ServerStreams: true, Handler: framedHandler(IngesterReaderServer.QueryMetadata, metadataFrames)},
 	},
 	Metadata: "pkg/rpc/query.go",
 }
@@ -73,36 +71,52 @@ func framesHandler[S, Req any](call func(S, context.Context, *Req, func(*prompb.
 // LabelsResponse frames of about maxFrameBytes each, so that no answer,
 // however many and long the values, is one message over gRPC's limits.
 func labelsStreamHandler[S, Req any](call func(S, context.Context, *Req) ([]string, error)) grpc.StreamHandler {
+	return framedHandler(call, func(values []string) []*LabelsResponse {
+		var out []*LabelsResponse
+		for _, f := range bySize(values, func(v string) int { return len(v) }) {
+			out = append(out, &LabelsResponse{Values: f})
+		}
+		return out
+	})
+}
+
+// framedHandler serves a unary-shaped call as a server stream: it decodes
+// a Req, calls call and sends the answer cut into frames by frames.
+func framedHandler[S, Req, Answer, Frame any](call func(S, context.Context, *Req) (Answer, error), frames func(Answer) []*Frame) grpc.StreamHandler {
 	return func(srv any, stream grpc.ServerStream) error {
 		req := new(Req)
 		if err := stream.RecvMsg(req); err != nil {
 			return err
 		}
-		values, err := call(srv.(S), stream.Context(), req)
+		answer, err := call(srv.(S), stream.Context(), req)
 		if err != nil {
 			return ToStatus(err)
 		}
-		return ToStatus(sendLabelFrames(values, func(r *LabelsResponse) error { return stream.SendMsg(r) }))
+		for _, f := range frames(answer) {
+			if err := stream.SendMsg(f); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 }
 
-// sendLabelFrames sends values in order, in frames of about maxFrameBytes.
-// An empty answer is one empty frame.
-func sendLabelFrames(values []string, send func(*LabelsResponse) error) error {
-	start, size := 0, 0
-	for i, v := range values {
-		size += protowire.SizeTag(1) + protowire.SizeBytes(len(v))
-		if size >= maxFrameBytes {
-			if err := send(&LabelsResponse{Values: values[start : i+1]}); err != nil {
-				return err
-			}
-			start, size = i+1, 0
+// bySize cuts items into runs of about maxFrameBytes encoded, by the
+// encoded size of each. There is always one run, empty if items are.
+func bySize[T any](items []T, size func(T) int) [][]T {
+	var out [][]T
+	start, total := 0, 0
+	for i, it := range items {
+		total += protowire.SizeTag(1) + protowire.SizeBytes(size(it))
+		if total >= maxFrameBytes {
+			out = append(out, items[start:i+1])
+			start, total = i+1, 0
 		}
 	}
-	if start < len(values) || len(values) == 0 {
-		return send(&LabelsResponse{Values: values[start:]})
+	if start < len(items) || len(out) == 0 {
+		out = append(out, items[start:])
 	}
-	return nil
+	return out
 }
 
 // streamDesc finds the stream of desc named name.
@@ -113,28 +127,6 @@ func streamDesc(desc *grpc.ServiceDesc, name string) *grpc.StreamDesc {
 		}
 	}
 	panic(fmt.Sprintf("service %s has no stream %s", desc.ServiceName, name))
-}
-
-// unaryHandler serves one unary method of a service whose server is an S:
-// it decodes a Req, calls call and maps its error to a gRPC status.
-func unaryHandler[S, Req, Resp any](method string, call func(S, context.Context, *Req) (Resp, error)) grpc.MethodHandler {
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		in := new(Req)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		handle := func(ctx context.Context, req any) (any, error) {
-			out, err := call(srv.(S), ctx, req.(*Req))
-			if err != nil {
-				return nil, ToStatus(err)
-			}
-			return out, nil
-		}
-		if interceptor == nil {
-			return handle(ctx, in)
-		}
-		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handle)
-	}
 }
 
 // QueryStream asks the ingester for the series matching req and hands each
@@ -188,15 +180,28 @@ func (c *IngesterClient) labels(ctx context.Context, method string, req *LabelsR
 // gathers the frames of the answer.
 func receiveLabels(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.ServiceDesc, method string, req any) ([]string, error) {
 	var values []string
-	err := streamFrames(ctx, cc, streamDesc(desc, method[strings.LastIndexByte(method, '/')+1:]), method, req, func(r *LabelsResponse) error {
-		if values == nil {
-			values = r.Values
-		} else {
-			values = append(values, r.Values...)
-		}
-		return nil
+	err := receiveFrames(ctx, cc, desc, method, req, func(r *LabelsResponse) {
+		values = appendFrame(values, r.Values)
 	})
 	return values, err
+}
+
+// receiveFrames asks on the stream of method and hands each frame of the
+// answer to join.
+func receiveFrames[Frame any](ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.ServiceDesc, method string, req any, join func(*Frame)) error {
+	return streamFrames(ctx, cc, streamDesc(desc, method[strings.LastIndexByte(method, '/')+1:]), method, req, func(f *Frame) error {
+		join(f)
+		return nil
+	})
+}
+
+// appendFrame appends a frame's items to those received before, taking the
+// first frame as it is.
+func appendFrame[T any](all, frame []T) []T {
+	if all == nil {
+		return frame
+	}
+	return append(all, frame...)
 }
 
 // maxFrameBytes is the size of one frame of a streamed answer, encoded;

@@ -217,9 +217,15 @@ func (b *Filesystem) Upload(ctx context.Context, name string, r io.Reader) (err 
 	dir := filepath.Dir(p)
 	var tmp *os.File
 	// A concurrent Delete may remove the directory between MkdirAll and
-	// CreateTemp; it cannot once the temporary file is in it.
-	for range 3 {
-		if err = os.MkdirAll(dir, 0o755); err != nil {
+	// CreateTemp, or inside MkdirAll, between its mkdir failing because a
+	// concurrent Upload made the directory and its check that it is there
+	// (then it fails with "file exists"); it cannot once the temporary file
+	// is in it.
+	for range 10 {
+		if err = os.MkdirAll(dir, 0o755); errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("upload %q: %w", name, err)
 		}
 		tmp, err = os.CreateTemp(dir, ".tmp-"+filepath.Base(p))

@@ -1,0 +1,149 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+)
+
+// fleetSeries is the size of the fleet-scale test: large enough that every
+// answer below (label values, series, exemplars) is well over gRPC's
+// default 4 MB message and over a 100 MB message had it been one.
+const (
+	fleetSeries      = 100_000
+	fleetHypervisors = 1000
+	fleetPortLen     = 1024 // bytes of each series' port label value
+)
+
+// fleetPort is the 1 KB port label of series i, unique per series.
+func fleetPort(i int) string {
+	p := fmt.Sprintf("tap%07d-", i)
+	return p + strings.Repeat("0123456789abcdef", fleetPortLen/16)[:fleetPortLen-len(p)]
+}
+
+// pushFleet writes fleetSeries vNIC counters, two samples each (a rate per
+// series of i/15 per second) and an exemplar each, with their metadata, in
+// requests of 2000 series.
+func pushFleet(t *testing.T, url string, base int64) {
+	t.Helper()
+	const batch = 2000
+	for from := 0; from < fleetSeries; from += batch {
+		req := &prompb.WriteRequest{}
+		for i := from; i < from+batch; i++ {
+			s := series([]string{
+				"__name__", "openstack_vnic_rx_bytes_total",
+				"hypervisor", fmt.Sprintf("cmp-%04d", i%fleetHypervisors),
+				"port", fleetPort(i),
+				"project", fmt.Sprintf("project-%02d", i%37),
+			}, sample(base, float64(i)), sample(base+15_000, float64(2*i)))
+			s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: fmt.Sprintf("%016x", i)}}, Value: float64(2 * i), Timestamp: base + 15_000}}
+			req.Timeseries = append(req.Timeseries, s)
+		}
+		if from == 0 {
+			req.Metadata = []prompb.MetricMetadata{{MetricFamilyName: "openstack_vnic_rx_bytes_total", Type: prompb.MetricMetadata_COUNTER, Help: "Bytes received by a VM's vNIC.", Unit: "bytes"}}
+		}
+		mustPush(t, url, "", req)
+	}
+}
+
+// TestClusterAnswersAtFleetScale holds 100k series with 1 KB label values
+// in a 3-ingester cluster (RF=3) and in a single binary, and asks both
+// every API a dashboard calls: each answer succeeds and the two are
+// identical.
+func TestClusterAnswersAtFleetScale(t *testing.T) {
+	c := startCluster(t)
+	single := startIsobar(t, t.TempDir())
+	base := time.Now().Add(-2 * time.Minute).Truncate(time.Second).UnixMilli()
+	at := base + 15_000
+	for _, target := range []string{c.distributor.URL, single.URL} {
+		start := time.Now()
+		pushFleet(t, target, base)
+		t.Logf("pushed %d series to %s in %s", fleetSeries, target, time.Since(start).Round(time.Millisecond))
+	}
+	cq, sq := apiClient{base: c.querier.URL}, apiClient{base: single.URL}
+
+	timed := func(what string, f func()) {
+		t.Helper()
+		start := time.Now()
+		f()
+		t.Logf("%s: %s", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	for _, q := range []string{
+		`count({__name__=~".+"})`,
+		`count by (hypervisor) (openstack_vnic_rx_bytes_total)`,
+		`sum by (project) (rate(openstack_vnic_rx_bytes_total[1m]))`,
+		`topk(10, rate(openstack_vnic_rx_bytes_total[1m]))`,
+		`count(count by (port) (openstack_vnic_rx_bytes_total))`,
+	} {
+		timed("query "+q, func() {
+			want := sq.query(t, q, at)
+			require.NotEmpty(t, want.Series, q)
+			require.Empty(t, diffResults(want, cq.query(t, q, at), 1e-9), "%s: cluster (got) differs from the single binary (want)", q)
+		})
+	}
+	require.InDelta(t, float64(fleetSeries), sq.query(t, `count({__name__=~".+"})`, at).Series[0].Points[0].F, 0)
+
+	timed("range query", func() {
+		q := `sum(rate(openstack_vnic_rx_bytes_total[1m]))`
+		want := sq.queryRange(t, q, base, at, 5*time.Second)
+		require.Empty(t, diffResults(want, cq.queryRange(t, q, base, at, 5*time.Second), 1e-9), q)
+	})
+
+	timed("label names", func() {
+		require.Equal(t, []string{"__name__", "hypervisor", "port", "project"}, cq.labelNames(t))
+		require.Equal(t, sq.labelNames(t), cq.labelNames(t))
+	})
+
+	timed("label values of port (100 MB)", func() {
+		got := cq.labelValues(t, "port")
+		require.Len(t, got, fleetSeries)
+		require.Equal(t, sq.labelValues(t, "port"), got)
+	})
+
+	window := url.Values{"start": {fmtTime(base)}, "end": {fmtTime(at)}}
+	timed("series of every vNIC (110 MB)", func() {
+		got := cq.seriesSetWith(t, window, "openstack_vnic_rx_bytes_total")
+		require.Len(t, got, fleetSeries)
+		require.Equal(t, sq.seriesSetWith(t, window, "openstack_vnic_rx_bytes_total"), got)
+	})
+
+	timed("exemplars of every vNIC", func() {
+		params := url.Values{"query": {"openstack_vnic_rx_bytes_total"}, "start": {fmtTime(base)}, "end": {fmtTime(at)}}
+		type exemplarSeries struct {
+			SeriesLabels map[string]string `json:"seriesLabels"`
+			Exemplars    []struct {
+				Labels map[string]string `json:"labels"`
+				Value  string            `json:"value"`
+			} `json:"exemplars"`
+		}
+		var got, want []exemplarSeries
+		cq.mustGet(t, "/api/v1/query_exemplars", params, &got)
+		sq.mustGet(t, "/api/v1/query_exemplars", params, &want)
+		require.Len(t, got, fleetSeries)
+		key := func(s []exemplarSeries) []string {
+			out := make([]string, 0, len(s))
+			for _, e := range s {
+				require.Len(t, e.Exemplars, 1)
+				out = append(out, labelString(e.SeriesLabels)+" "+e.Exemplars[0].Labels["trace_id"]+" "+e.Exemplars[0].Value)
+			}
+			sort.Strings(out)
+			return out
+		}
+		require.Equal(t, key(want), key(got))
+	})
+
+	timed("metadata", func() {
+		want := map[string][]metadataEntry{"openstack_vnic_rx_bytes_total": {{Type: "counter", Help: "Bytes received by a VM's vNIC.", Unit: "bytes"}}}
+		require.Equal(t, want, cq.metadata(t, ""))
+		require.Equal(t, want, sq.metadata(t, ""))
+	})
+}

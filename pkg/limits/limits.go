@@ -26,6 +26,13 @@ type Limits struct {
 	OutOfOrderTimeWindow   model.Duration `yaml:"out_of_order_time_window"`
 	MaxExemplars           int            `yaml:"max_exemplars"`
 	NameValidationScheme   string         `yaml:"name_validation_scheme"`
+
+	// Query limits: what one query may fetch and span.
+	MaxFetchedSeriesPerQuery     int            `yaml:"max_fetched_series_per_query"`
+	MaxFetchedChunksPerQuery     int            `yaml:"max_fetched_chunks_per_query"`
+	MaxFetchedChunkBytesPerQuery int            `yaml:"max_fetched_chunk_bytes_per_query"`
+	MaxQueryLength               model.Duration `yaml:"max_query_length"`
+	MaxQueryLookback             model.Duration `yaml:"max_query_lookback"`
 }
 
 // RegisterFlags registers the defaults of every limit.
@@ -43,6 +50,11 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")
 	f.StringVar(&l.NameValidationScheme, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8 (any UTF-8).")
 	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
+	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 0, "Maximum number of distinct series one query may read. 0 means no limit.")
+	f.IntVar(&l.MaxFetchedChunksPerQuery, "querier.max-fetched-chunks-per-query", 2_000_000, "Maximum number of chunks one query may fetch from ingesters and store-gateways, counted as they arrive. 0 means no limit.")
+	f.IntVar(&l.MaxFetchedChunkBytesPerQuery, "querier.max-fetched-chunk-bytes-per-query", 0, "Maximum number of chunk bytes one query may fetch from ingesters and store-gateways, counted as they arrive. 0 means no limit.")
+	f.Var(&l.MaxQueryLength, "querier.max-query-length", "Maximum time range one query may read, lookback and range selectors included. 0 means no limit.")
+	f.Var(&l.MaxQueryLookback, "querier.max-query-lookback", "How far back from now a query may read; older data is left out of answers. 0 means no limit.")
 }
 
 // Validate reports limits that cannot work.
@@ -56,6 +68,8 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("label count and length limits must be positive")
 	case l.MaxSeriesPerTenant < 0 || l.MaxSeriesPerMetric < 0 || l.MaxExemplars < 0:
 		return fmt.Errorf("series and exemplar limits must not be negative")
+	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0:
+		return fmt.Errorf("query limits must not be negative")
 	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":
 		return fmt.Errorf("unknown name validation scheme %q: use legacy or utf8", l.NameValidationScheme)
 	}

@@ -438,7 +438,7 @@ func (a *API) labelNames(r *http.Request) (res result) {
 		}
 		names, warnings, err = q.LabelNames(ctx, hints, matchers...)
 		if err != nil {
-			return result{err: &apiError{typ: errorExec, err: err}, warnings: warnings, finalizer: closer}
+			return result{err: queryError(err), warnings: warnings, finalizer: closer}
 		}
 	}
 	if names == nil {
@@ -480,7 +480,7 @@ func (a *API) labelValues(r *http.Request) (res result) {
 
 	q, err := a.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
 	if err != nil {
-		return failed(&apiError{typ: errorExec, err: err})
+		return failed(queryError(err))
 	}
 	// The values may point into the querier's memory: close it only after
 	// the response has been written, and also on panic.
@@ -501,7 +501,7 @@ func (a *API) labelValues(r *http.Request) (res result) {
 		for _, matchers := range matcherSets {
 			callVals, callWarnings, err := q.LabelValues(ctx, name, hints, matchers...)
 			if err != nil {
-				return result{err: &apiError{typ: errorExec, err: err}, warnings: warnings, finalizer: closer}
+				return result{err: queryError(err), warnings: warnings, finalizer: closer}
 			}
 			warnings.Merge(callWarnings)
 			for _, v := range callVals {
@@ -519,7 +519,7 @@ func (a *API) labelValues(r *http.Request) (res result) {
 		}
 		vals, warnings, err = q.LabelValues(ctx, name, hints, matchers...)
 		if err != nil {
-			return result{err: &apiError{typ: errorExec, err: err}, warnings: warnings, finalizer: closer}
+			return result{err: queryError(err), warnings: warnings, finalizer: closer}
 		}
 		if vals == nil {
 			vals = []string{}

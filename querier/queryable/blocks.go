@@ -188,7 +188,7 @@ func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.Selec
 		})
 		return series, err
 	}, func(series []*prompb.ChunkedSeries) {
-		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: frames(series), cur: -1}))
+		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: frames(series), cur: -1, fetched: fetchCountsFrom(ctx)}))
 	})
 	if err != nil {
 		return storage.ErrSeriesSet(err)

@@ -122,7 +122,7 @@ func (r *ringQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 	}
 	sets := make([]storage.SeriesSet, 0, len(reads.active))
 	for _, inst := range reads.active {
-		set := &chunkSeriesSet{next: open(inst), cur: -1}
+		set := &chunkSeriesSet{next: open(inst), cur: -1, fetched: fetchCountsFrom(ctx)}
 		set.failed = func(err error) (func() ([]*prompb.ChunkedSeries, bool, error), error) {
 			spare, err := reads.fail(inst, err)
 			if err != nil {
@@ -301,6 +301,8 @@ type chunkSeriesSet struct {
 	// given: the new source's series up to them were given already.
 	skipThrough labels.Labels
 	resumed     bool
+	// fetched, if set, counts the chunks against the query's limits.
+	fetched *fetchCounts
 }
 
 // frames returns a next function over frames already received.
@@ -354,6 +356,16 @@ func (s *chunkSeriesSet) Next() bool {
 		}
 		if !s.resumed || s.skipThrough.IsEmpty() || labels.Compare(b.Labels(), s.skipThrough) > 0 {
 			break
+		}
+	}
+	if s.fetched != nil {
+		size := 0
+		for _, c := range cs.Chunks {
+			size += len(c.Data)
+		}
+		if err := s.fetched.addChunks(len(cs.Chunks), size); err != nil {
+			s.err = err
+			return false
 		}
 	}
 	metas := make([]chunks.Meta, 0, len(cs.Chunks))

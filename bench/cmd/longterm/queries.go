@@ -43,7 +43,10 @@ func compareQueries(ctx context.Context, g *workload.Generator, bkt bucket.Reade
 		{"ingester TSDB", db},
 		{"store-gateway", queryable.NewBlocks(queryable.NewBucketIndexFinder(bkt, time.Hour), queryable.LocalStore(sg))},
 	}
-	eng := engine.New(engine.Config{Timeout: 10 * time.Minute, MaxSamples: 1 << 30, LookbackDelta: 5 * time.Minute}, logger, nil)
+	eng, _, err := engine.New(engine.Config{Timeout: 10 * time.Minute, MaxSamples: 1 << 30, LookbackDelta: 5 * time.Minute}, logger, nil)
+	if err != nil {
+		return nil, err
+	}
 	counter, job := commonest(g)
 	queries := []string{
 		fmt.Sprintf(`sum by (job) (rate(%s[5m]))`, counter),

@@ -112,6 +112,20 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Limits.RegisterFlags(f)
 }
 
+// configFileArg returns the value of -config.file in args, parsed exactly
+// as the flags will be, on a throwaway configuration.
+func configFileArg(args []string) (string, error) {
+	fs := flag.NewFlagSet("isobar", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // the real parse reports errors
+	var file string
+	fs.StringVar(&file, "config.file", "", "")
+	(&Config{}).RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	return file, nil
+}
+
 // Validate checks the whole configuration.
 func (c *Config) Validate() error {
 	targets, err := parseTargets(c.Target)
@@ -144,32 +158,35 @@ func (c *Config) Validate() error {
 
 // Load builds the configuration from the defaults, then the YAML file named
 // by -config.file, then the flags given on the command line, each overriding
-// the one before.
+// the one before. The flags are parsed once, after the file: flags that
+// collect values (-memberlist.bind-addr, -memberlist.join) would otherwise
+// hold each value twice.
 func Load(args []string) (*Config, error) {
 	cfg := &Config{}
 	fs := flag.NewFlagSet("isobar", flag.ContinueOnError)
 	var configFile string
 	fs.StringVar(&configFile, "config.file", "", "YAML configuration file. Flags given on the command line override it.")
 	cfg.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	file, err := configFileArg(args)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	if configFile != "" {
-		raw, err := os.ReadFile(configFile)
+	if file != "" {
+		raw, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("read config file: %w", err)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means all defaults
-			return nil, fmt.Errorf("parse config file %s: %w", configFile, err)
+			return nil, fmt.Errorf("parse config file %s: %w", file, err)
 		}
-		if err := fs.Parse(args); err != nil { // flags win over the file
-			return nil, err
-		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	cfg.Ingester.Dir = filepath.Join(cfg.DataDir, "tsdb")
 	cfg.StoreGateway.Dir = filepath.Join(cfg.DataDir, "store-gateway")

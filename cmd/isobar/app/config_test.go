@@ -58,6 +58,12 @@ tenant_limits:
 			require.InDelta(t, 30.0, c.Limits.IngestionRate, 0)
 			require.Equal(t, 9100, c.Server.HTTPListenPort)
 		}},
+		// Flags that collect values hold each once, file or not.
+		{name: "list flags with a file", args: []string{"-data.dir", "/d", "-config.file", file, "-memberlist.bind-addr", "127.0.0.1", "-memberlist.join", "127.0.0.1:7946"}, check: func(t *testing.T, c *Config) {
+			require.Equal(t, []string{"127.0.0.1"}, []string(c.Memberlist.TCPTransport.BindAddrs))
+			require.Equal(t, []string{"127.0.0.1:7946"}, []string(c.Memberlist.JoinMembers))
+			require.True(t, c.MultitenancyEnabled, "the file is read though a flag with a value comes first")
+		}},
 		{name: "empty file", args: []string{"-config.file", writeFile(t, "")}, check: func(t *testing.T, c *Config) {
 			require.Equal(t, "./data", c.DataDir)
 		}},

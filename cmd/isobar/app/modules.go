@@ -1,6 +1,8 @@
 package app
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -109,7 +111,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	if a.localStoreGateway() {
 		stores = TargetStoreGateway
 	}
-	deps[TargetQuerier] = []string{moduleServer, reach, stores}
+	deps[TargetQuerier] = []string{moduleServer, moduleOverrides, reach, stores}
 	names := make([]string, 0, len(deps))
 	for name := range deps {
 		names = append(names, name)
@@ -242,7 +244,12 @@ func (a *App) initDistributor() (services.Service, error) {
 }
 
 func (a *App) initQuerier() (services.Service, error) {
-	eng := engine.New(a.cfg.Querier.Config, a.logger, a.reg)
+	engCfg := a.cfg.Querier.Config
+	engCfg.ActiveQueryLogDir = filepath.Join(a.cfg.DataDir, "querier")
+	eng, tracker, err := engine.New(engCfg, a.logger, a.reg)
+	if err != nil {
+		return nil, err
+	}
 	blocks, err := a.blocksQueryable()
 	if err != nil {
 		return nil, err
@@ -250,19 +257,24 @@ func (a *App) initQuerier() (services.Service, error) {
 	storageCfg := a.cfg.Querier.Storage
 	var prom *api.API
 	if a.localIngester() {
-		q := queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
+		q := queryable.NewLimited(queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
 		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger)
 	} else {
 		ingesters := queryable.NewIngesters(a.ring, a.pool)
-		q := queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter)
+		q := queryable.NewLimited(queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
 		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger)
 	}
 	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})
 	prom.Register(a.server.mux, "/prometheus/api/v1")
 	prom.Register(a.server.mux, "/api/v1")
+	closeTracker := func(error) error { return tracker.Close() }
 	if a.storeGatewayPool != nil {
-		return a.storeGatewayPool, nil
+		pool := a.storeGatewayPool
+		return services.NewIdleService(func(ctx context.Context) error { return services.StartAndAwaitRunning(ctx, pool) },
+			func(err error) error {
+				return errors.Join(services.StopAndAwaitTerminated(context.Background(), pool), closeTracker(err))
+			}), nil
 	}
-	return services.NewIdleService(nil, nil), nil
+	return services.NewIdleService(nil, closeTracker), nil
 }

@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -146,4 +149,53 @@ func TestClusterAnswersAtFleetScale(t *testing.T) {
 		require.Equal(t, want, cq.metadata(t, ""))
 		require.Equal(t, want, sq.metadata(t, ""))
 	})
+}
+
+// TestClusterQueryLimitsPerTenant caps one tenant's queries in the
+// configuration file: its queries over a limit fail with 422 and a message
+// naming the limit's flag, while another tenant's identical queries work.
+func TestClusterQueryLimitsPerTenant(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "isobar.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`
+tenant_limits:
+  capped:
+    max_fetched_series_per_query: 10
+    max_fetched_chunks_per_query: 100
+    max_query_length: 1h
+`), 0o644))
+	c := startCluster(t, "-config.file="+cfg, "-auth.multitenancy-enabled=true")
+	base := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
+	for _, tenant := range []string{"capped", "free"} {
+		req := &prompb.WriteRequest{}
+		for i := range 20 {
+			req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_limits", "vm", fmt.Sprintf("vm-%02d", i)}, sample(base, float64(i))))
+		}
+		mustPush(t, c.distributor.URL, tenant, req)
+	}
+	capped, free := apiClient{base: c.querier.URL, tenant: "capped"}, apiClient{base: c.querier.URL, tenant: "free"}
+
+	for _, tc := range []struct {
+		name, flag string
+		run        func(apiClient) (int, string, error)
+	}{
+		{"series", "-querier.max-fetched-series-per-query", func(a apiClient) (int, string, error) {
+			return a.getRaw("/api/v1/query", url.Values{"query": {"count(e2e_limits)"}, "time": {fmtTime(base)}})
+		}},
+		{"length", "-querier.max-query-length", func(a apiClient) (int, string, error) {
+			return a.getRaw("/api/v1/query_range", url.Values{"query": {`count(e2e_limits{vm="vm-01"})`}, "start": {fmtTime(base - 2*3600_000)}, "end": {fmtTime(base)}, "step": {"60"}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, err := tc.run(capped)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusUnprocessableEntity, code, body)
+			require.Contains(t, body, tc.flag)
+			code, body, err = tc.run(free)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, code, body)
+		})
+	}
+	// Under the limits, the capped tenant is answered.
+	require.InDelta(t, 1.0, capped.query(t, `count(e2e_limits{vm="vm-01"})`, base).Series[0].Points[0].F, 0)
+	require.InDelta(t, 20.0, free.query(t, `count(e2e_limits)`, base).Series[0].Points[0].F, 0)
 }

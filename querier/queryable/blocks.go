@@ -227,11 +227,14 @@ func (q *blocksQuerier) union(ctx context.Context, req rpc.LabelsRequest, call f
 func (*blocksQuerier) Close() error { return nil }
 
 // BucketIndexFinder lists blocks from the tenants' bucket indexes, each
-// read again once older than maxAge.
+// read again once older than maxAge. An index the compactor last wrote
+// more than maxStale ago (0: any age will do) fails the query: blocks made
+// or deleted since are missing from it, and the answer would have holes.
 type BucketIndexFinder struct {
-	bkt    bucket.Reader
-	maxAge time.Duration
-	now    func() time.Time
+	bkt      bucket.Reader
+	maxAge   time.Duration
+	maxStale time.Duration
+	now      func() time.Time
 
 	mu      sync.Mutex
 	indexes map[string]cachedIndex
@@ -243,8 +246,8 @@ type cachedIndex struct {
 }
 
 // NewBucketIndexFinder returns a finder reading the bucket indexes in bkt.
-func NewBucketIndexFinder(bkt bucket.Reader, maxAge time.Duration) *BucketIndexFinder {
-	return &BucketIndexFinder{bkt: bkt, maxAge: maxAge, now: time.Now, indexes: map[string]cachedIndex{}}
+func NewBucketIndexFinder(bkt bucket.Reader, maxAge, maxStale time.Duration) *BucketIndexFinder {
+	return &BucketIndexFinder{bkt: bkt, maxAge: maxAge, maxStale: maxStale, now: time.Now, indexes: map[string]cachedIndex{}}
 }
 
 // Blocks implements BlocksFinder. A tenant without a bucket index has no
@@ -266,6 +269,11 @@ func (f *BucketIndexFinder) Blocks(ctx context.Context, tenantID string, mint, m
 		f.mu.Lock()
 		f.indexes[tenantID] = c
 		f.mu.Unlock()
+	}
+	if f.maxStale > 0 && c.index.UpdatedAt > 0 {
+		if age := now.Sub(time.Unix(c.index.UpdatedAt, 0)); age > f.maxStale {
+			return nil, rpc.Errorf(rpc.CauseUnavailable, "the bucket index of tenant %q was last updated %s ago, longer than -querier.bucket-index-max-stale-period (%s): blocks the compactor made or deleted since would be missing from the answer; check that a compactor runs", tenantID, age.Round(time.Second), f.maxStale)
+		}
 	}
 	return c.index.Queryable(mint, maxt), nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/tsdb/bucket"
 	"github.com/isobar-tsdb/isobar/tsdb/bucketindex"
 )
 
@@ -228,4 +229,39 @@ func TestOverlappingChunksOfOneSeriesMerge(t *testing.T) {
 	}}
 	got := samplesOf(t, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: frames(series), cur: -1}))
 	require.Equal(t, map[string][]int64{`{__name__="up"}`: timesBetween(0, 180_000)}, got)
+}
+
+// An index the compactor has not written for longer than the stale period
+// fails the query (503) instead of answering without newer blocks; a fresh
+// one, or a tenant without one, is fine.
+func TestBucketIndexFinderRefusesAStaleIndex(t *testing.T) {
+	bkt, err := bucket.NewFilesystem(t.TempDir())
+	require.NoError(t, err)
+	ctx := context.Background()
+	written := time.Unix(1_700_000_000, 0)
+	require.NoError(t, bucketindex.WriteIndex(ctx, bkt, "team-a", &bucketindex.Index{Version: bucketindex.IndexVersion, UpdatedAt: written.Unix()}))
+
+	for _, tc := range []struct {
+		name    string
+		tenant  string
+		now     time.Time
+		wantErr bool
+	}{
+		{name: "fresh", tenant: "team-a", now: written.Add(59 * time.Minute)},
+		{name: "stale", tenant: "team-a", now: written.Add(61 * time.Minute), wantErr: true},
+		{name: "no index yet", tenant: "team-b", now: written.Add(24 * time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := NewBucketIndexFinder(bkt, time.Minute, time.Hour)
+			f.now = func() time.Time { return tc.now }
+			_, err := f.Blocks(ctx, tc.tenant, 0, math.MaxInt64)
+			if !tc.wantErr {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err))
+			require.Contains(t, err.Error(), "-querier.bucket-index-max-stale-period")
+		})
+	}
 }

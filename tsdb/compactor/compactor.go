@@ -215,6 +215,11 @@ func (c *Compactor) CompactTenant(ctx context.Context, tenant string) error {
 	if err != nil {
 		return fmt.Errorf("update bucket index: %w", err)
 	}
+	// Written now as well as at the end: the scan is fresh, and a long
+	// compaction must not leave the index stale for queriers meanwhile.
+	if err := bucketindex.WriteIndex(ctx, c.bkt, tenant, scan.Index); err != nil {
+		return fmt.Errorf("write bucket index: %w", err)
+	}
 	t := &tenantCycle{c: c, tenant: tenant, idx: scan.Index, logger: c.logger.With("tenant", tenant)}
 	errs := []error{
 		t.applyRetention(ctx),

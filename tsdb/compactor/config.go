@@ -27,7 +27,7 @@ type Config struct {
 
 // RegisterFlags registers the compactor flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.DurationVar(&c.Interval, "compactor.interval", time.Hour, "How often every owned tenant is compacted.")
+	f.DurationVar(&c.Interval, "compactor.interval", 15*time.Minute, "How often every owned tenant is compacted and its bucket index written; queriers refuse an index older than -querier.bucket-index-max-stale-period.")
 	c.BlockRanges = DurationList{2 * time.Hour, 12 * time.Hour, 24 * time.Hour}
 	f.Var(&c.BlockRanges, "compactor.block-ranges", "Comma-separated block ranges, ascending, each a multiple of the one before. Blocks of an aligned window of the first range (the ingesters' block range) are merged vertically; windows of the others are merged once complete.")
 	f.DurationVar(&c.ConsistencyDelay, "compactor.consistency-delay", 30*time.Minute, "Do not compact a window while any of its ingester-shipped blocks was uploaded more recently than this, so that the blocks of all replicas have arrived.")

@@ -13,7 +13,7 @@ func TestConfigDefaults(t *testing.T) {
 	var cfg Config
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
-	require.Equal(t, time.Hour, cfg.Interval)
+	require.Equal(t, 15*time.Minute, cfg.Interval)
 	require.Equal(t, DurationList{2 * time.Hour, 12 * time.Hour, 24 * time.Hour}, cfg.BlockRanges)
 	require.Equal(t, 30*time.Minute, cfg.ConsistencyDelay)
 	require.Equal(t, 12*time.Hour, cfg.DeletionDelay)

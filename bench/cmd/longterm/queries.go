@@ -41,7 +41,7 @@ func compareQueries(ctx context.Context, g *workload.Generator, bkt bucket.Reade
 		q    storage.Queryable
 	}{
 		{"ingester TSDB", db},
-		{"store-gateway", queryable.NewBlocks(queryable.NewBucketIndexFinder(bkt, time.Hour), queryable.LocalStore(sg))},
+		{"store-gateway", queryable.NewBlocks(queryable.NewBucketIndexFinder(bkt, time.Hour, 0), queryable.LocalStore(sg))},
 	}
 	eng, _, err := engine.New(engine.Config{Timeout: 10 * time.Minute, MaxSamples: 1 << 30, LookbackDelta: 5 * time.Minute}, logger, nil)
 	if err != nil {
@@ -147,7 +147,7 @@ func storeGatewayMemory(ctx context.Context, bkt bucket.Reader, dir string, logg
 	}
 	r.Blocks = len(x)
 	r.MaxOpenBlocks = maxOpen
-	q := queryable.NewBlocks(queryable.NewBucketIndexFinder(bkt, time.Hour), queryable.LocalStore(sg))
+	q := queryable.NewBlocks(queryable.NewBucketIndexFinder(bkt, time.Hour, 0), queryable.LocalStore(sg))
 	// One block at a time: the LRU keeps at most maxOpen open.
 	var peak int64
 	for _, b := range x {

@@ -235,7 +235,7 @@ func (a *App) blocksQueryable() (*queryable.Blocks, error) {
 	if err != nil {
 		return nil, err
 	}
-	finder := queryable.NewBucketIndexFinder(bkt, a.cfg.Querier.Storage.BucketIndexMaxAge)
+	finder := queryable.NewBucketIndexFinder(bkt, a.cfg.Querier.Storage.BucketIndexMaxAge, a.cfg.Querier.Storage.BucketIndexMaxStale)
 	if a.localStoreGateway() {
 		return queryable.NewBlocks(finder, queryable.LocalStore(a.storeGateway)), nil
 	}

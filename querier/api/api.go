@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/stats"
+
+	"github.com/isobar-tsdb/isobar/pkg/promapi"
 )
 
 const (
@@ -111,24 +113,22 @@ func (a *API) WithConfig(cfg Config) *API {
 // mux. It may be called several times with different prefixes.
 func (a *API) Register(mux *http.ServeMux, prefix string) {
 	prefix = strings.TrimSuffix(prefix, "/")
-	route := func(methods []string, path string, f handlerFunc) {
-		h := a.wrap(f)
-		for _, m := range methods {
-			mux.Handle(m+" "+prefix+path, h)
-		}
+	for _, r := range []struct {
+		e promapi.Endpoint
+		f handlerFunc
+	}{
+		{promapi.Query, a.query},
+		{promapi.QueryRange, a.queryRange},
+		{promapi.QueryExemplars, a.queryExemplars},
+		{promapi.FormatQuery, a.formatQuery},
+		{promapi.Labels, a.labelNames},
+		{promapi.LabelValues, a.labelValues},
+		{promapi.Series, a.series},
+		{promapi.Metadata, a.metricMetadata},
+		{promapi.BuildInfo, a.buildInfo},
+	} {
+		r.e.Register(mux, prefix, a.wrap(r.f))
 	}
-	getPost := []string{http.MethodGet, http.MethodPost}
-	get := []string{http.MethodGet}
-
-	route(getPost, "/query", a.query)
-	route(getPost, "/query_range", a.queryRange)
-	route(getPost, "/query_exemplars", a.queryExemplars)
-	route(getPost, "/format_query", a.formatQuery)
-	route(getPost, "/labels", a.labelNames)
-	route(get, "/label/{name}/values", a.labelValues)
-	route(getPost, "/series", a.series)
-	route(get, "/metadata", a.metricMetadata)
-	route(get, "/status/buildinfo", a.buildInfo)
 }
 
 // result is what a handler produces: data or an error, annotations, and a

@@ -49,6 +49,10 @@ type App struct {
 	// of a cluster without zone awareness).
 	ingesterIndex *ring.IndexWatcher
 
+	// querierHandler serves the querier's API to a frontend in the same
+	// process.
+	querierHandler *http.ServeMux
+
 	storeGatewayRing *dskitring.Ring
 	storeGatewayPool *client.Pool
 	storeGateway     *storegateway.StoreGateway

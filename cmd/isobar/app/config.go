@@ -25,6 +25,7 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/querier/engine"
+	"github.com/isobar-tsdb/isobar/querier/frontend"
 	"github.com/isobar-tsdb/isobar/querier/queryable"
 	"github.com/isobar-tsdb/isobar/tsdb/bucket"
 	"github.com/isobar-tsdb/isobar/tsdb/compactor"
@@ -51,6 +52,7 @@ type Config struct {
 	Distributor        distributor.Config `yaml:"distributor"`
 	Ingester           ingester.Config    `yaml:"ingester"`
 	Querier            QuerierConfig      `yaml:"querier"`
+	QueryFrontend      frontend.Config    `yaml:"query_frontend"`
 	Bucket             bucket.Config      `yaml:"bucket"`
 	StoreGateway       StoreGatewayConfig `yaml:"store_gateway"`
 	Compactor          compactor.Config   `yaml:"compactor"`
@@ -105,6 +107,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Ingester.RegisterFlags(f)
 	c.Querier.Config.RegisterFlags(f)
 	c.Querier.Storage.RegisterFlags(f)
+	c.QueryFrontend.RegisterFlags(f)
 	c.Bucket.RegisterFlags(f)
 	c.StoreGateway.Config.RegisterFlags(f)
 	f.IntVar(&c.StoreGateway.ReplicationFactor, "store-gateway.replication-factor", 3, "How many store-gateways hold each block (fewer if there are fewer); a query tries the others when one fails.")
@@ -152,7 +155,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
 	}
 	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
-		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
+		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.QueryFrontend.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
 		c.Compactor.Validate(), c.Limits.Validate())
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -23,6 +24,7 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
+	"github.com/isobar-tsdb/isobar/querier/frontend"
 	"github.com/isobar-tsdb/isobar/querier/queryable"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
 )
@@ -37,6 +39,8 @@ const (
 	TargetStoreGateway = "store-gateway"
 	// TargetCompactor merges, deduplicates and deletes the blocks in the bucket.
 	TargetCompactor = "compactor"
+	// TargetQueryFrontend splits, caches and queues queries for the queriers.
+	TargetQueryFrontend = "query-frontend"
 
 	moduleServer           = "server"
 	moduleOverrides        = "overrides"
@@ -49,7 +53,7 @@ const (
 )
 
 func knownTargets() []string {
-	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier, TargetStoreGateway, TargetCompactor}
+	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor}
 }
 
 func parseTargets(s string) ([]string, error) {
@@ -80,6 +84,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(moduleIngesterIndex, a.initIngesterIndex, modules.UserInvisibleModule)
 	mm.RegisterModule(TargetStoreGateway, a.initStoreGateway)
 	mm.RegisterModule(TargetCompactor, a.initCompactor)
+	mm.RegisterModule(TargetQueryFrontend, a.initQueryFrontend)
 	mm.RegisterModule(TargetAll, nil)
 
 	deps := map[string][]string{
@@ -87,7 +92,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		moduleIngesterRing: {moduleServer, moduleRingStore},
 		moduleIngesterPool: {moduleIngesterRing},
 		TargetIngester:     {moduleServer, moduleOverrides, moduleRingStore, moduleIngesterRing},
-		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier, TargetStoreGateway, TargetCompactor},
+		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor},
 
 		moduleStoreGatewayRing: {moduleServer, moduleRingStore},
 		TargetStoreGateway:     {moduleServer, moduleRingStore, moduleStoreGatewayRing},
@@ -112,6 +117,11 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		stores = TargetStoreGateway
 	}
 	deps[TargetQuerier] = []string{moduleServer, moduleOverrides, reach, stores}
+	// A frontend with the querier in its process asks it directly.
+	deps[TargetQueryFrontend] = []string{moduleServer, moduleOverrides}
+	if a.localQuerier() {
+		deps[TargetQueryFrontend] = append(deps[TargetQueryFrontend], TargetQuerier)
+	}
 	names := make([]string, 0, len(deps))
 	for name := range deps {
 		names = append(names, name)
@@ -178,6 +188,34 @@ func (a *App) initIngesterRing() (services.Service, error) {
 	a.server.mux.Handle("/ring", r)
 	a.ring = r
 	return r, nil
+}
+
+// localQuerier reports whether this process runs the querier.
+func (a *App) localQuerier() bool {
+	return slices.Contains(a.targets, TargetAll) || slices.Contains(a.targets, TargetQuerier)
+}
+
+// localQueryFrontend reports whether this process runs the query-frontend.
+func (a *App) localQueryFrontend() bool {
+	return slices.Contains(a.targets, TargetAll) || slices.Contains(a.targets, TargetQueryFrontend)
+}
+
+// initQueryFrontend puts the frontend in front of the querier of this
+// process, or of the queriers at -query-frontend.downstream-url.
+func (a *App) initQueryFrontend() (services.Service, error) {
+	var downstream http.RoundTripper
+	if a.localQuerier() {
+		downstream = frontend.HandlerTransport(a.server.withTenant(a.cfg.MultitenancyEnabled, a.querierHandler))
+	} else {
+		var err error
+		if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
+			return nil, err
+		}
+	}
+	f := frontend.New(a.cfg.QueryFrontend, downstream, a.overrides, a.logger, a.reg)
+	f.Register(a.server.mux, "/prometheus/api/v1")
+	f.Register(a.server.mux, "/api/v1")
+	return f, nil
 }
 
 // localIngester reports whether this process runs the ingester.
@@ -266,8 +304,15 @@ func (a *App) initQuerier() (services.Service, error) {
 	}
 	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})
-	prom.Register(a.server.mux, "/prometheus/api/v1")
-	prom.Register(a.server.mux, "/api/v1")
+	// With a frontend in the process, it is the front door and asks this
+	// querier through an inner mux; otherwise the querier is.
+	mux := a.server.mux
+	if a.localQueryFrontend() {
+		a.querierHandler = http.NewServeMux()
+		mux = a.querierHandler
+	}
+	prom.Register(mux, "/prometheus/api/v1")
+	prom.Register(mux, "/api/v1")
 	closeTracker := func(error) error { return tracker.Close() }
 	if a.storeGatewayPool != nil {
 		pool := a.storeGatewayPool

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -198,4 +199,101 @@ tenant_limits:
 	// Under the limits, the capped tenant is answered.
 	require.InDelta(t, 1.0, capped.query(t, `count(e2e_limits{vm="vm-01"})`, base).Series[0].Points[0].F, 0)
 	require.InDelta(t, 20.0, free.query(t, `count(e2e_limits)`, base).Series[0].Points[0].F, 0)
+}
+
+// TestClusterQueryFrontend puts a query-frontend (splitting by hour,
+// caching results) in front of a cluster's querier: every dashboard query
+// answers byte for byte what the querier answers, cold and from a warm
+// cache, a warm cache asks the querier only for the fresh end, and samples
+// written after an answer was cached appear in the next answer.
+func TestClusterQueryFrontend(t *testing.T) {
+	c := startCluster(t)
+	fe := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "query-frontend", "query-frontend", freeAddr(t),
+		"-query-frontend.downstream-url="+c.querier.URL, "-query-frontend.split-queries-by-interval=1h")...)
+
+	now := time.Now().Truncate(time.Minute).UnixMilli()
+	from := now - 3*3600_000
+	const step = 30_000
+	for ts := from; ts < now; ts += 20 * step {
+		req := &prompb.WriteRequest{}
+		for i := range 200 {
+			var samples []prompb.Sample
+			for k := range int64(20) {
+				if t := ts + k*step; t < now {
+					samples = append(samples, sample(t, float64((t-from)/step*int64(i%7+1))))
+				}
+			}
+			req.Timeseries = append(req.Timeseries,
+				series([]string{"__name__", "e2e_fe_cpu_seconds_total", "az", fmt.Sprintf("az-%d", i%3), "hypervisor", fmt.Sprintf("cmp-%03d", i)}, samples...),
+				series([]string{"__name__", "e2e_fe_latency_seconds_bucket", "hypervisor", fmt.Sprintf("cmp-%03d", i/3), "le", []string{"0.1", "1", "+Inf"}[i%3]}, samples...))
+		}
+		mustPush(t, c.distributor.URL, "", req)
+	}
+	querier, frontend := apiClient{base: c.querier.URL}, apiClient{base: fe.URL}
+	queries := []string{
+		`sum by (az) (rate(e2e_fe_cpu_seconds_total[5m]))`,
+		`topk(5, rate(e2e_fe_cpu_seconds_total[5m]))`,
+		`histogram_quantile(0.9, sum by (le) (rate(e2e_fe_latency_seconds_bucket[5m])))`,
+		`count_values("rate", round(rate(e2e_fe_cpu_seconds_total[5m]) * 100))`,
+		`max_over_time(sum(rate(e2e_fe_cpu_seconds_total[5m]))[30m:1m])`,
+	}
+	params := func(q string, end int64) url.Values {
+		return url.Values{"query": {q}, "start": {fmtTime(from)}, "end": {fmtTime(end)}, "step": {"60"}}
+	}
+	end := now - time.Minute.Milliseconds()
+	for _, q := range queries {
+		code, want, err := querier.getRaw("/api/v1/query_range", params(q, end))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, code, want)
+		for _, pass := range []string{"cold", "warm"} {
+			code, got, err := frontend.getRaw("/api/v1/query_range", params(q, end))
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, code, got)
+			sameAnswer(t, want, got, "%s through the frontend (%s cache)", q, pass)
+		}
+	}
+	// Split by hour: the cold passes asked the querier for several pieces
+	// per query; the warm ones only for the last 10 minutes.
+	metrics := func() string {
+		_, body, err := httpGet(fe.URL+"/metrics", nil)
+		require.NoError(t, err)
+		return body
+	}
+	require.Contains(t, metrics(), `isobar_query_frontend_results_cache_bytes_total{result="hit"}`)
+
+	// A sample written after the answers were cached, inside the fresh
+	// window, is in the next answer.
+	mustPush(t, c.distributor.URL, "", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]string{"__name__", "e2e_fe_cpu_seconds_total", "az", "az-9", "hypervisor", "cmp-new"}, sample(now-2*step, 1), sample(now, 2)),
+	}})
+	q := `count by (az) (e2e_fe_cpu_seconds_total)`
+	_, want, err := querier.getRaw("/api/v1/query_range", params(q, now))
+	require.NoError(t, err)
+	require.Contains(t, want, `"az":"az-9"`)
+	_, got, err := frontend.getRaw("/api/v1/query_range", params(q, now))
+	require.NoError(t, err)
+	sameAnswer(t, want, got, "%s after a new sample", q)
+
+	// Other endpoints pass through.
+	require.Equal(t, querier.labelValues(t, "az"), frontend.labelValues(t, "az"))
+	require.Equal(t, querier.query(t, `count(e2e_fe_cpu_seconds_total)`, now), frontend.query(t, `count(e2e_fe_cpu_seconds_total)`, now))
+}
+
+// sameAnswer requires two query answers to hold the same data, byte for
+// byte, and both or neither to carry warnings and infos. Annotations name
+// the time range they were found in, which for a split query is a piece's.
+func sameAnswer(t *testing.T, want, got string, msgAndArgs ...any) {
+	t.Helper()
+	var w, g apiEnvelope
+	require.NoError(t, json.Unmarshal([]byte(want), &w))
+	require.NoError(t, json.Unmarshal([]byte(got), &g))
+	require.Equal(t, w.Status, g.Status, msgAndArgs...)
+	require.Equal(t, string(w.Data), string(g.Data), msgAndArgs...)
+	require.Equal(t, len(w.Warnings) > 0, len(g.Warnings) > 0, msgAndArgs...)
+	var wi, gi struct {
+		Infos []string `json:"infos"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(want), &wi))
+	require.NoError(t, json.Unmarshal([]byte(got), &gi))
+	require.Equal(t, len(wi.Infos) > 0, len(gi.Infos) > 0, msgAndArgs...)
 }

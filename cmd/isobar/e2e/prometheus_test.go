@@ -307,21 +307,33 @@ remote_write:
 		})
 		require.Equal(t, want, got, "isobar's metadata for prometheus_http_requests_total")
 
-		// All families: the same set as Prometheus' targets report.
-		wantAll, gotAll := pc.metadata(t, ""), ic.metadata(t, "")
-		require.Greater(t, len(wantAll), 100)
+		// All families: the same set as Prometheus' targets report. A family
+		// that appeared in a scrape just now (a metric made at the first
+		// query of its kind) reaches isobar with the next metadata send,
+		// 2s later: compare until they agree.
 		var diffs []string
-		for name, w := range wantAll {
-			if g := sortedMeta(gotAll[name]); !slices.Equal(sortedMeta(w), g) {
-				diffs = append(diffs, fmt.Sprintf("%s: want %q, got %q", name, sortedMeta(w), g))
+		var wantAll map[string][]metadataEntry
+		waitFor(t, 15*time.Second, "isobar's metadata to equal Prometheus'", func() error {
+			var gotAll map[string][]metadataEntry
+			wantAll, gotAll = pc.metadata(t, ""), ic.metadata(t, "")
+			diffs = diffs[:0]
+			for name, w := range wantAll {
+				if g := sortedMeta(gotAll[name]); !slices.Equal(sortedMeta(w), g) {
+					diffs = append(diffs, fmt.Sprintf("%s: want %q, got %q", name, sortedMeta(w), g))
+				}
 			}
-		}
-		for name, g := range gotAll {
-			if _, ok := wantAll[name]; !ok {
-				diffs = append(diffs, fmt.Sprintf("%s: unexpected %q", name, g))
+			for name, g := range gotAll {
+				if _, ok := wantAll[name]; !ok {
+					diffs = append(diffs, fmt.Sprintf("%s: unexpected %q", name, g))
+				}
 			}
-		}
-		sort.Strings(diffs)
+			if len(diffs) > 0 {
+				sort.Strings(diffs)
+				return fmt.Errorf("%d of %d families differ: %s", len(diffs), len(wantAll), strings.Join(diffs, "; "))
+			}
+			return nil
+		})
+		require.Greater(t, len(wantAll), 100)
 		require.Empty(t, diffs, "isobar /api/v1/metadata differs from Prometheus' for %d of %d families", len(diffs), len(wantAll))
 	})
 }

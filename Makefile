@@ -17,7 +17,8 @@ build:
 run: build
 	./$(BIN)
 
-# A local cluster: 3 ingesters, a distributor (:9009) and a querier (:9010).
+# A local cluster: 3 ingesters, a distributor (:9009), a querier (:9010)
+# behind a query-frontend (:9016), a store-gateway and a compactor.
 run-cluster: build
 	bash scripts/run-cluster.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local cluster on 127.0.0.1: 3 ingesters (replication factor 3),
-# 1 distributor (push to :9009), 1 querier (query at :9010), 1 store-gateway
-# and 1 compactor, joined by memberlist gossip and sharing a filesystem
+# 1 distributor (push to :9009), 1 querier (:9010) behind a query-frontend
+# (query at :9016), 1 store-gateway and 1 compactor, joined by memberlist gossip and sharing a filesystem
 # bucket. Data, bucket and logs go under ./data/cluster. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ start distributor 9009 9098 7949 distributor
 start querier 9010 9099 7950 querier
 start store-gateway 9014 9100 7951 store-gateway
 start compactor 9015 9101 7952 compactor
-echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9010/prometheus"
+start query-frontend 9016 9102 7953 query-frontend -query-frontend.downstream-url=http://127.0.0.1:9010
+echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9016/prometheus (frontend; the querier itself: :9010)"
 echo "rings: http://127.0.0.1:9010/ring (ingesters)   http://127.0.0.1:9010/store-gateway/ring"
 wait

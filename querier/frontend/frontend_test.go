@@ -36,9 +36,9 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
-// querierAndFrontend serves a querier's API over data, and a frontend in
-// front of it splitting by split.
-func querierAndFrontend(t *testing.T, data string, cfg Config) (querier, frontend http.Handler, calls *countingTransport, f *Frontend) {
+// querierAndFrontend serves a querier's API over data, and a frontend
+// configured by cfg in front of it.
+func querierAndFrontend(t testing.TB, data string, cfg Config) (querier, frontend http.Handler, calls *countingTransport, f *Frontend) {
 	t.Helper()
 	st := promqltest.LoadedStorage(t, data)
 	t.Cleanup(func() { _ = st.Close() })
@@ -55,7 +55,7 @@ func querierAndFrontend(t *testing.T, data string, cfg Config) (querier, fronten
 	return querier, tenant.Middleware(true, fmux), calls, f
 }
 
-func get(t *testing.T, h http.Handler, path string, params url.Values) (int, string) {
+func get(t testing.TB, h http.Handler, path string, params url.Values) (int, string) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, path+"?"+params.Encode(), nil)
 	req.Header.Set(tenant.HeaderName, "team-a")

@@ -113,9 +113,12 @@ func TestComposeCluster(t *testing.T) {
 		targets = append(targets, cfg.Target)
 		dialed = append(dialed, cfg.Bucket.S3.Endpoint)
 		dialed = append(dialed, cfg.Memberlist.JoinMembers...)
+		for _, u := range cfg.QueryFrontend.DownstreamURLs {
+			dialed = append(dialed, strings.TrimPrefix(u, "http://"))
+		}
 	}
 	slices.Sort(targets)
-	require.Equal(t, []string{TargetCompactor, TargetDistributor, TargetIngester, TargetIngester, TargetIngester, TargetQuerier, TargetStoreGateway}, targets)
+	require.Equal(t, []string{TargetCompactor, TargetDistributor, TargetIngester, TargetIngester, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway}, targets)
 	for _, addr := range dialed {
 		host, _, err := net.SplitHostPort(addr)
 		require.NoError(t, err)

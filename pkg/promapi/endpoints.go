@@ -24,11 +24,16 @@ var (
 	Series         = Endpoint{"/series", getPost}
 	Metadata       = Endpoint{"/metadata", []string{http.MethodGet}}
 	BuildInfo      = Endpoint{"/status/buildinfo", []string{http.MethodGet}}
+	StatusTSDB     = Endpoint{"/status/tsdb", []string{http.MethodGet}}
+	// Mimir's cardinality endpoints.
+	CardinalityLabelNames  = Endpoint{"/cardinality/label_names", getPost}
+	CardinalityLabelValues = Endpoint{"/cardinality/label_values", getPost}
 )
 
 // Endpoints lists every endpoint.
 func Endpoints() []Endpoint {
-	return []Endpoint{Query, QueryRange, QueryExemplars, FormatQuery, Labels, LabelValues, Series, Metadata, BuildInfo}
+	return []Endpoint{Query, QueryRange, QueryExemplars, FormatQuery, Labels, LabelValues, Series, Metadata, BuildInfo,
+		StatusTSDB, CardinalityLabelNames, CardinalityLabelValues}
 }
 
 // Register mounts h on mux for every method of e under prefix.

@@ -28,6 +28,8 @@ type IngesterReaderServer interface {
 	// QueryMetadata returns the metric metadata req selects, limited as
 	// req says (gRPC method MetricMetadata).
 	QueryMetadata(ctx context.Context, req *MetadataRequest) (*MetadataResponse, error)
+	// Cardinality answers req about the tenant's head (ServeCardinality).
+	Cardinality(ctx context.Context, req *CardinalityRequest) (*CardinalityResponse, error)
 }
 
 const (
@@ -45,6 +47,7 @@ var readerServiceDesc = grpc.ServiceDesc{
 		{StreamName: "LabelValues", ServerStreams: true, Handler: labelsStreamHandler(IngesterReaderServer.LabelValues)},
 		{StreamName: "QueryExemplars", ServerStreams: true, Handler: framedHandler(IngesterReaderServer.QueryExemplars, exemplarFrames)},
 		{StreamName: "MetricMetadata", ServerStreams: true, Handler: framedHandler(IngesterReaderServer.QueryMetadata, metadataFrames)},
+		{StreamName: "Cardinality", ServerStreams: true, Handler: framedHandler(IngesterReaderServer.Cardinality, cardinalityFrames)},
 	},
 	Metadata: "pkg/rpc/query.go",
 }

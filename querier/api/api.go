@@ -77,10 +77,12 @@ type API struct {
 	queryable storage.Queryable
 	exemplars storage.ExemplarQueryable
 	meta      MetadataQuerier
-	build     BuildInfo
-	logger    *slog.Logger
-	parser    parser.Parser
-	now       func() time.Time
+	// cardinality is nil until WithCardinality.
+	cardinality CardinalityQuerier
+	build       BuildInfo
+	logger      *slog.Logger
+	parser      parser.Parser
+	now         func() time.Time
 }
 
 // New returns an API that evaluates queries with engine over queryable and
@@ -126,9 +128,12 @@ func (a *API) Register(mux *http.ServeMux, prefix string) {
 		{promapi.Series, a.series},
 		{promapi.Metadata, a.metricMetadata},
 		{promapi.BuildInfo, a.buildInfo},
+		{promapi.StatusTSDB, a.tsdbStatus},
 	} {
 		r.e.Register(mux, prefix, a.wrap(r.f))
 	}
+	promapi.CardinalityLabelNames.Register(mux, prefix, http.HandlerFunc(a.cardinalityLabelNames))
+	promapi.CardinalityLabelValues.Register(mux, prefix, http.HandlerFunc(a.cardinalityLabelValues))
 }
 
 // result is what a handler produces: data or an error, annotations, and a

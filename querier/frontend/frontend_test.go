@@ -236,27 +236,13 @@ func TestQueueTakesTenantsInTurn(t *testing.T) {
 		}()
 		return done
 	}
-	waitQueued := func(id string, n int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			q.mu.Lock()
-			got := len(q.tenants[id])
-			q.mu.Unlock()
-			if got == n {
-				return
-			}
-			require.True(t, time.Now().Before(deadline), "%d requests of %s queued, want %d", got, id, n)
-			time.Sleep(time.Millisecond)
-		}
-	}
 	var busy []chan struct{}
 	for range 20 {
 		busy = append(busy, send("busy"))
 	}
-	waitQueued("busy", 19) // the worker holds the first
+	waitQueued(t, q, "busy", 19) // the worker holds the first
 	quiet := send("quiet")
-	waitQueued("quiet", 1)
+	waitQueued(t, q, "quiet", 1)
 	for range 3 {
 		release <- struct{}{}
 	}
@@ -265,6 +251,22 @@ func TestQueueTakesTenantsInTurn(t *testing.T) {
 	close(release)
 	for _, b := range busy {
 		<-b
+	}
+}
+
+// waitQueued waits, boundedly, until n requests of tenant id wait in q.
+func waitQueued(t *testing.T, q *queue, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		got := len(q.tenants[id])
+		q.mu.Unlock()
+		if got == n {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "%d requests of %s queued, want %d", got, id, n)
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -315,18 +317,8 @@ func TestQueueRefusesATenantOverItsOutstandingRequests(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "/", nil)
 	go func() { _, _ = q.roundTrip(req.Context(), "a", req) }() // taken by the worker
 	<-started
-	deadline := time.Now().Add(10 * time.Second)
 	go func() { _, _ = q.roundTrip(req.Context(), "a", req) }() // waits
-	for {
-		q.mu.Lock()
-		waiting := len(q.tenants["a"])
-		q.mu.Unlock()
-		if waiting == 1 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline))
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, q, "a", 1)
 	_, err := q.roundTrip(req.Context(), "a", req)
 	require.ErrorIs(t, err, errTooManyOutstanding)
 	require.Contains(t, err.Error(), "-query-frontend.max-outstanding-requests-per-tenant")

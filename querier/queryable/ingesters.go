@@ -387,3 +387,85 @@ func (s *chunkSeriesSet) Next() bool {
 func (s *chunkSeriesSet) At() storage.ChunkSeries           { return s.at }
 func (s *chunkSeriesSet) Err() error                        { return s.err }
 func (s *chunkSeriesSet) Warnings() annotations.Annotations { return nil }
+
+// Cardinality asks every ingester of the ring about the tenant's head and
+// merges the answers (rpc.MergeCardinality). As many may fail as a read
+// tolerates; the series counts then stand for the ingesters that answered.
+func (q *Ingesters) Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error) {
+	if _, err := tenant.From(ctx); err != nil {
+		return nil, err
+	}
+	rs, err := q.ring.GetReplicationSetForOperation(dskitring.Read)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.CauseUnavailable, "ingesters to ask: %v", err)
+	}
+	type answer struct {
+		resp *rpc.CardinalityResponse
+		err  error
+	}
+	ask := overAsk(req)
+	answers := make(chan answer, len(rs.Instances))
+	for _, inst := range rs.Instances {
+		go func() {
+			c, err := q.pool.GetClientForInstance(inst)
+			if err != nil {
+				answers <- answer{err: fmt.Errorf("ingester %s: %w", inst.Id, err)}
+				return
+			}
+			resp, err := c.(*rpc.PooledIngester).Cardinality(ctx, &ask)
+			if err != nil {
+				err = fmt.Errorf("ingester %s: %w", inst.Id, err)
+			}
+			answers <- answer{resp, err}
+		}()
+	}
+	var (
+		got  []*rpc.CardinalityResponse
+		errs []error
+	)
+	for range rs.Instances {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, a.err)
+			continue
+		}
+		got = append(got, a.resp)
+	}
+	if len(errs) > rs.MaxErrors {
+		return nil, rpc.Errorf(rpc.CauseUnavailable, "ask ingesters about cardinality: %v", errors.Join(errs...))
+	}
+	// Each series is on rf of the instances: the answers hold on average
+	// answered*rf/instances copies of it.
+	rf := min(q.ring.ReplicationFactor(), len(rs.Instances))
+	copies := float64(len(got)) * float64(rf) / float64(len(rs.Instances))
+	return rpc.MergeCardinality(got, copies, req.Limit), nil
+}
+
+// overAsk widens a request for the top entries: each ingester ranks its
+// own share and picks among equal counts as it likes, so the merged top
+// entries are taken from ten times as many.
+func overAsk(req *rpc.CardinalityRequest) rpc.CardinalityRequest {
+	ask := *req
+	if ask.Kind == rpc.CardinalityStatus {
+		ask.Limit = max(req.Limit*10, 100)
+	}
+	return ask
+}
+
+// LocalCardinality answers cardinality questions from the ingester of the
+// process, ranked as Ingesters ranks the ring's answers.
+type LocalCardinality struct {
+	Ingester interface {
+		Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error)
+	}
+}
+
+// Cardinality implements api.CardinalityQuerier.
+func (l LocalCardinality) Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error) {
+	ask := overAsk(req)
+	resp, err := l.Ingester.Cardinality(ctx, &ask)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.MergeCardinality([]*rpc.CardinalityResponse{resp}, 1, req.Limit), nil
+}

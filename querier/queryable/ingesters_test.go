@@ -68,6 +68,10 @@ func (r *dbReader) LabelValues(ctx context.Context, req *rpc.LabelsRequest) ([]s
 	return r.labels(ctx, req, true)
 }
 
+func (r *dbReader) Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error) {
+	return rpc.ServeCardinality(ctx, r.db.Head(), req)
+}
+
 func (r *dbReader) add(t testing.TB, ls labels.Labels, from, to int64) {
 	app := r.db.Appender(context.Background())
 	for ts := from; ts <= to; ts += 15_000 {
@@ -311,4 +315,34 @@ func BenchmarkSelectMergesReplicas(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "series/s")
 	b.ReportMetric(float64(n*120*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// Cardinality over three ingesters that each hold every series (RF 3)
+// counts each series once.
+func TestCardinalityCountsEachSeriesOnce(t *testing.T) {
+	readers, q := replicas(t, 3)
+	for i := range 30 {
+		ls := labels.FromStrings("__name__", "node_cpu_seconds_total", "az", fmt.Sprintf("az-%d", i%3), "instance", fmt.Sprintf("cmp-%02d", i))
+		for _, r := range readers {
+			r.add(t, ls, t0, t0+15_000)
+		}
+	}
+	for _, r := range readers {
+		r.add(t, labels.FromStrings("__name__", "up", "az", "az-0"), t0, t0)
+	}
+
+	status, err := q.Cardinality(ctxA, &rpc.CardinalityRequest{Kind: rpc.CardinalityStatus, Limit: 10})
+	require.NoError(t, err)
+	require.Equal(t, uint64(31), status.NumSeries)
+	require.Equal(t, rpc.StatList{Name: rpc.SeriesCountByMetricName, Total: 31, Stats: []rpc.Stat{{Name: "node_cpu_seconds_total", Value: 30}, {Name: "up", Value: 1}}}, status.Lists[0])
+
+	values, err := q.Cardinality(ctxA, &rpc.CardinalityRequest{Kind: rpc.CardinalityLabelValues, LabelNames: []string{"az"},
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: "node_cpu_seconds_total"}}})
+	require.NoError(t, err)
+	require.Equal(t, uint64(30), values.NumSeries)
+	require.Equal(t, []rpc.StatList{{Name: "az", Total: 30, Stats: []rpc.Stat{{Name: "az-0", Value: 10}, {Name: "az-1", Value: 10}, {Name: "az-2", Value: 10}}}}, values.Lists)
+
+	names, err := q.Cardinality(ctxA, &rpc.CardinalityRequest{Kind: rpc.CardinalityLabelNames})
+	require.NoError(t, err)
+	require.Equal(t, []rpc.StatList{{Name: rpc.LabelNamesList, Total: 35, Stats: []rpc.Stat{{Name: "instance", Value: 30}, {Name: "az", Value: 3}, {Name: "__name__", Value: 2}}}}, names.Lists)
 }

@@ -85,3 +85,24 @@ func (i *Ingester) QueryMetadata(ctx context.Context, req *rpc.MetadataRequest) 
 	}
 	return rpc.NewMetadataResponse(found), nil
 }
+
+// Cardinality answers req about the tenant's head; a tenant without one
+// has no series.
+func (i *Ingester) Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error) {
+	if err := i.errNotRunning(); err != nil {
+		return nil, err
+	}
+	id, err := tenant.From(ctx)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.CauseBadData, "%v", err)
+	}
+	t, err := i.tenant(ctx, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return &rpc.CardinalityResponse{}, nil
+	}
+	defer t.inUse.RUnlock()
+	return rpc.ServeCardinality(ctx, t.db.Head(), req)
+}

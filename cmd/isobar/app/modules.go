@@ -296,11 +296,11 @@ func (a *App) initQuerier() (services.Service, error) {
 	var prom *api.API
 	if a.localIngester() {
 		q := queryable.NewLimited(queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
-		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger)
+		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger).WithCardinality(queryable.LocalCardinality{Ingester: a.ingester})
 	} else {
 		ingesters := queryable.NewIngesters(a.ring, a.pool)
 		q := queryable.NewLimited(queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
-		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger)
+		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger).WithCardinality(ingesters)
 	}
 	prom = prom.
 		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})

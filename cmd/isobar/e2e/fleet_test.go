@@ -145,6 +145,61 @@ func TestClusterAnswersAtFleetScale(t *testing.T) {
 		require.Equal(t, key(want), key(got))
 	})
 
+	timed("cardinality", func() {
+		type stat struct {
+			Name  string `json:"name"`
+			Value uint64 `json:"value"`
+		}
+		type status struct {
+			HeadStats struct {
+				NumSeries     uint64 `json:"numSeries"`
+				NumLabelPairs uint64 `json:"numLabelPairs"`
+				MinTime       int64  `json:"minTime"`
+				MaxTime       int64  `json:"maxTime"`
+			} `json:"headStats"`
+			SeriesCountByMetricName     []stat `json:"seriesCountByMetricName"`
+			LabelValueCountByLabelName  []stat `json:"labelValueCountByLabelName"`
+			MemoryInBytesByLabelName    []stat `json:"memoryInBytesByLabelName"`
+			SeriesCountByLabelValuePair []stat `json:"seriesCountByLabelValuePair"`
+		}
+		var got, want status
+		cq.mustGet(t, "/api/v1/status/tsdb", nil, &got)
+		sq.mustGet(t, "/api/v1/status/tsdb", nil, &want)
+		require.Equal(t, uint64(fleetSeries), got.HeadStats.NumSeries)
+		require.Equal(t, want, got, "cluster (got) and single binary (want)")
+		require.Equal(t, []stat{{"port", fleetSeries}, {"hypervisor", fleetHypervisors}, {"project", 37}, {"__name__", 1}}, got.LabelValueCountByLabelName)
+
+		// Mimir's cardinality API: values of a label by series.
+		type values struct {
+			SeriesCountTotal uint64 `json:"series_count_total"`
+			Labels           []struct {
+				LabelName        string `json:"label_name"`
+				LabelValuesCount int    `json:"label_values_count"`
+				SeriesCount      uint64 `json:"series_count"`
+				Cardinality      []struct {
+					LabelValue  string `json:"label_value"`
+					SeriesCount uint64 `json:"series_count"`
+				} `json:"cardinality"`
+			} `json:"labels"`
+		}
+		params := url.Values{"label_names[]": {"project"}, "selector": {`{hypervisor=~"cmp-00.."}`}, "limit": {"3"}}
+		var cv, sv values
+		for _, c := range []struct {
+			api  apiClient
+			into *values
+		}{{cq, &cv}, {sq, &sv}} {
+			code, body, err := c.api.getRaw("/api/v1/cardinality/label_values", params)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, code, body)
+			require.NoError(t, json.Unmarshal([]byte(body), c.into))
+		}
+		require.Equal(t, sv, cv)
+		require.Equal(t, uint64(100*fleetSeries/fleetHypervisors), cv.SeriesCountTotal, "hypervisors cmp-0000 to cmp-0099")
+		require.Len(t, cv.Labels, 1)
+		require.Equal(t, 37, cv.Labels[0].LabelValuesCount)
+		require.Len(t, cv.Labels[0].Cardinality, 3)
+	})
+
 	timed("metadata", func() {
 		want := map[string][]metadataEntry{"openstack_vnic_rx_bytes_total": {{Type: "counter", Help: "Bytes received by a VM's vNIC.", Unit: "bytes"}}}
 		require.Equal(t, want, cq.metadata(t, ""))

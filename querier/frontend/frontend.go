@@ -28,6 +28,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
@@ -217,6 +218,15 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 		// and answers what the frontend does not split.
 		f.forward(w, r, id, body, "query_range", start)
 		return
+	}
+	// Split, each piece would be within the tenant's query length limit.
+	if maxLength := time.Duration(f.limits.For(id).MaxQueryLength); maxLength > 0 {
+		if length := time.Duration(q.end-q.start) * time.Millisecond; length > maxLength {
+			f.fail(w, "query_range", http.StatusUnprocessableEntity, "execution", fmt.Errorf(
+				"the query time range exceeds the limit (query length: %s, limit: %s); shorten the query or raise -querier.max-query-length",
+				model.Duration(length), model.Duration(maxLength)))
+			return
+		}
 	}
 	st := &queryStats{}
 	m, errResp, err := f.runRange(r.Context(), id, q, st)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/stretchr/testify/require"
@@ -24,6 +25,10 @@ import (
 type noLimits struct{}
 
 func (noLimits) For(string) *limits.Limits { return &limits.Limits{} }
+
+type fixedLimits limits.Limits
+
+func (f fixedLimits) For(string) *limits.Limits { l := limits.Limits(f); return &l }
 
 // countingTransport counts the requests that reach the querier.
 type countingTransport struct {
@@ -322,4 +327,17 @@ func TestQueueRefusesATenantOverItsOutstandingRequests(t *testing.T) {
 	_, err := q.roundTrip(req.Context(), "a", req)
 	require.ErrorIs(t, err, errTooManyOutstanding)
 	require.Contains(t, err.Error(), "-query-frontend.max-outstanding-requests-per-tenant")
+}
+
+// The query length limit holds for the whole range, though each piece of
+// a split query is shorter.
+func TestFrontendEnforcesTheQueryLengthLimit(t *testing.T) {
+	_, frontend, calls, f := querierAndFrontend(t, fleetData, testConfig())
+	f.limits = fixedLimits(limits.Limits{MaxQueryLength: model.Duration(2 * time.Hour)})
+	code, body := get(t, frontend, "/api/v1/query_range", url.Values{"query": {"gpu_temp_celsius"}, "start": {"0"}, "end": {"7201"}, "step": {"60"}})
+	require.Equal(t, http.StatusUnprocessableEntity, code, body)
+	require.Contains(t, body, "-querier.max-query-length")
+	require.Zero(t, calls.n.Load())
+	code, body = get(t, frontend, "/api/v1/query_range", url.Values{"query": {"gpu_temp_celsius"}, "start": {"0"}, "end": {"7200"}, "step": {"60"}})
+	require.Equal(t, http.StatusOK, code, body)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
+	"github.com/isobar-tsdb/isobar/pkg/memcache"
 )
 
 const (
@@ -39,11 +40,11 @@ var _ chunkCache = (*memcachedCache)(nil)
 // on a configuration error or if no address resolves. Its client's
 // metrics, isobar_cache_* with labels name and backend, go to reg; values
 // that fail verification count in corrupt.
-func newMemcachedCache(cfg MemcachedConfig, corrupt prometheus.Counter, logger *slog.Logger, reg prometheus.Registerer) (*memcachedCache, error) {
+func newMemcachedCache(cfg memcache.Config, corrupt prometheus.Counter, logger *slog.Logger, reg prometheus.Registerer) (*memcachedCache, error) {
 	if reg != nil {
 		reg = prometheus.WrapRegistererWithPrefix("isobar_", reg)
 	}
-	client, err := cache.NewMemcachedClientWithConfig(isolog.GoKit(logger), memcachedCacheName, cfg.clientConfig(), reg)
+	client, err := cache.NewMemcachedClientWithConfig(isolog.GoKit(logger), memcachedCacheName, cfg.ClientConfig(), reg)
 	if err != nil {
 		return nil, fmt.Errorf("create memcached client for %v: %w", []string(cfg.Addresses), err)
 	}

@@ -16,7 +16,12 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
+
 	"gopkg.in/yaml.v3"
+
+	"github.com/isobar-tsdb/isobar/pkg/memcache"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/memcachedtest"
 )
 
 func TestChunkKeysAreValidMemcachedKeys(t *testing.T) {
@@ -104,7 +109,7 @@ func TestChunkCacheBackends(t *testing.T) {
 			return newLRUCache(1<<20, prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"}))
 		},
 		ChunkCacheMemcached: func(t *testing.T) chunkCache {
-			srv := startMemcached(t)
+			srv := memcachedtest.Start(t)
 			cfg := memcachedTestConfig(t, t.TempDir(), srv).ChunkCache.Memcached
 			c, err := newMemcachedCache(cfg, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			require.NoError(t, err)
@@ -188,7 +193,7 @@ func TestChunkCacheConfig(t *testing.T) {
 	}))
 	parsed.Dir = t.TempDir()
 	require.NoError(t, parsed.Validate())
-	dc := parsed.ChunkCache.Memcached.clientConfig()
+	dc := parsed.ChunkCache.Memcached.ClientConfig()
 	require.Equal(t, []string{"127.0.0.1:11211", "dns+memcached.example:11211"}, []string(dc.Addresses))
 	require.Equal(t, time.Second, dc.Timeout)
 	require.Equal(t, time.Second, dc.ConnectTimeout)
@@ -258,7 +263,7 @@ chunk_cache:
 	require.NoError(t, dec.Decode(&cfg))
 	require.NoError(t, cfg.Validate())
 	require.Equal(t, int64(1024), cfg.ChunkCacheSize)
-	require.Equal(t, ChunkCacheConfig{Backend: ChunkCacheMemcached, Memcached: MemcachedConfig{
+	require.Equal(t, ChunkCacheConfig{Backend: ChunkCacheMemcached, Memcached: memcache.Config{
 		Addresses:           []string{"10.0.0.1:11211", "10.0.0.2:11211"},
 		Timeout:             500 * time.Millisecond,
 		MaxItemSize:         4096,

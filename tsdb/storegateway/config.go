@@ -4,13 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
-	"github.com/grafana/dskit/cache"
-	"github.com/grafana/dskit/flagext"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/isobar-tsdb/isobar/pkg/memcache"
 )
 
 // Chunk cache backends (-store-gateway.chunk-cache.backend).
@@ -73,13 +71,13 @@ type ChunkCacheConfig struct {
 	// Backend is ChunkCacheInMemory or ChunkCacheMemcached.
 	Backend string `yaml:"backend"`
 	// Memcached configures the memcached backend.
-	Memcached MemcachedConfig `yaml:"memcached"`
+	Memcached memcache.Config `yaml:"memcached"`
 }
 
 // RegisterFlags registers the -store-gateway.chunk-cache.* flags.
 func (c *ChunkCacheConfig) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Backend, "store-gateway.chunk-cache.backend", ChunkCacheInMemory, `Where chunks read from the bucket are cached: "inmemory" (this process, -store-gateway.chunk-cache-size bytes) or "memcached" (shared by the store-gateways and kept across restarts; -store-gateway.chunk-cache.memcached.*).`)
-	c.Memcached.RegisterFlags(f)
+	c.Memcached.RegisterFlagsWithPrefix(f, memcachedFlagPrefix, "chunks", "-store-gateway.chunk-cache.backend", "a chunk not fetched in time is read from the bucket.")
 }
 
 // Validate checks the backend and, for memcached, its configuration.
@@ -88,83 +86,12 @@ func (c *ChunkCacheConfig) Validate() error {
 	case ChunkCacheInMemory:
 		return nil
 	case ChunkCacheMemcached:
-		return c.Memcached.Validate()
+		return c.Memcached.Validate(memcachedFlagPrefix, "-store-gateway.chunk-cache.backend")
 	}
 	return fmt.Errorf("-store-gateway.chunk-cache.backend must be %q or %q, is %q", ChunkCacheInMemory, ChunkCacheMemcached, c.Backend)
 }
 
-// MemcachedConfig configures the memcached chunk cache. The settings dskit's
-// client has beyond these keep dskit's defaults.
-type MemcachedConfig struct {
-	// Addresses are the memcached servers, host:port; keys are sharded
-	// over them. A "dns+" prefix resolves the host to every address it
-	// has, again every 30s.
-	Addresses flagext.StringSliceCSV `yaml:"addresses"`
-	// Timeout bounds connecting to a server and each read or write on a
-	// connection.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxItemSize is the largest value stored, in bytes; bigger chunks
-	// are not cached. memcached itself refuses values over its -I (1MiB
-	// by default).
-	MaxItemSize int `yaml:"max_item_size"`
-	// MaxAsyncConcurrency is how many stores run at once in the background.
-	MaxAsyncConcurrency int `yaml:"max_async_concurrency"`
-	// MaxAsyncBufferSize is how many stores wait for a worker; stores
-	// beyond it are dropped.
-	MaxAsyncBufferSize int `yaml:"max_async_buffer_size"`
-}
-
 const memcachedFlagPrefix = "store-gateway.chunk-cache.memcached."
-
-// RegisterFlags registers the -store-gateway.chunk-cache.memcached.* flags.
-func (c *MemcachedConfig) RegisterFlags(f *flag.FlagSet) {
-	f.Var(&c.Addresses, memcachedFlagPrefix+"addresses", `Comma-separated memcached servers, host:port, for -store-gateway.chunk-cache.backend=memcached; chunks are sharded over them. A "dns+" prefix uses every address of the host name, resolved again every 30s.`)
-	f.DurationVar(&c.Timeout, memcachedFlagPrefix+"timeout", 200*time.Millisecond, "Timeout to connect to memcached and of each read or write; a chunk not fetched in time is read from the bucket.")
-	f.IntVar(&c.MaxItemSize, memcachedFlagPrefix+"max-item-size", 1<<20, "Largest chunk stored in memcached, in bytes; bigger ones are not cached. Keep it at most memcached's -I (1MiB by default).")
-	f.IntVar(&c.MaxAsyncConcurrency, memcachedFlagPrefix+"max-async-concurrency", 50, "How many chunks are stored into memcached at once in the background.")
-	f.IntVar(&c.MaxAsyncBufferSize, memcachedFlagPrefix+"max-async-buffer-size", 25000, "How many chunks wait to be stored into memcached; beyond it chunks are not cached.")
-}
-
-// Validate checks the memcached configuration.
-func (c *MemcachedConfig) Validate() error {
-	if len(c.Addresses) == 0 {
-		return fmt.Errorf("-%saddresses must name at least one host:port with -store-gateway.chunk-cache.backend=%s", memcachedFlagPrefix, ChunkCacheMemcached)
-	}
-	for _, a := range c.Addresses {
-		host, port, err := net.SplitHostPort(strings.TrimPrefix(a, "dns+"))
-		if err != nil {
-			return fmt.Errorf("-%saddresses: %q is not host:port: %w", memcachedFlagPrefix, a, err)
-		}
-		if host == "" || port == "" {
-			return fmt.Errorf("-%saddresses: %q is not host:port: empty host or port", memcachedFlagPrefix, a)
-		}
-	}
-	switch {
-	case c.Timeout <= 0:
-		return fmt.Errorf("-%stimeout must be positive, is %s", memcachedFlagPrefix, c.Timeout)
-	case c.MaxItemSize <= 0:
-		return fmt.Errorf("-%smax-item-size must be positive, is %d", memcachedFlagPrefix, c.MaxItemSize)
-	case c.MaxAsyncConcurrency <= 0:
-		return fmt.Errorf("-%smax-async-concurrency must be positive, is %d", memcachedFlagPrefix, c.MaxAsyncConcurrency)
-	case c.MaxAsyncBufferSize <= 0:
-		return fmt.Errorf("-%smax-async-buffer-size must be positive, is %d", memcachedFlagPrefix, c.MaxAsyncBufferSize)
-	}
-	return nil
-}
-
-// clientConfig returns dskit's client configuration: c's settings, and
-// dskit's defaults for the rest.
-func (c *MemcachedConfig) clientConfig() cache.MemcachedClientConfig {
-	var d cache.MemcachedClientConfig
-	d.RegisterFlagsWithPrefix("", flag.NewFlagSet("", flag.PanicOnError))
-	d.Addresses = c.Addresses
-	d.Timeout = c.Timeout
-	d.ConnectTimeout = c.Timeout
-	d.MaxItemSize = c.MaxItemSize
-	d.MaxAsyncConcurrency = c.MaxAsyncConcurrency
-	d.MaxAsyncBufferSize = c.MaxAsyncBufferSize
-	return d
-}
 
 // Options are the store-gateway's dependencies beyond its configuration.
 type Options struct {

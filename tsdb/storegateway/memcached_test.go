@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/memcachedtest"
 )
 
 // memcachedGateway is a synced store-gateway with the memcached chunk
@@ -25,7 +27,7 @@ type memcachedGateway struct {
 	cache  *recordingCache
 }
 
-func newMemcachedGateway(t *testing.T, f *fixture, srv *memcachedServer) *memcachedGateway {
+func newMemcachedGateway(t *testing.T, f *fixture, srv *memcachedtest.Server) *memcachedGateway {
 	t.Helper()
 	cb := newCountingBucket(f.bkt)
 	sg, reg := newStoreGateway(t, memcachedTestConfig(t, t.TempDir(), srv), cb, Options{})
@@ -52,7 +54,7 @@ func (g *memcachedGateway) errors(reason string) float64 {
 }
 
 func TestMemcachedChunkCacheHitsOnRepeatedQuery(t *testing.T) {
-	srv := startMemcached(t)
+	srv := memcachedtest.Start(t)
 	f := newFixture(t)
 	g := newMemcachedGateway(t, f, srv)
 
@@ -99,7 +101,7 @@ isobar_store_gateway_chunk_cache_hits_total{backend="memcached"} `+strconv.Itoa(
 }
 
 func TestMemcachedChunkCacheIsSharedByStoreGateways(t *testing.T) {
-	srv := startMemcached(t)
+	srv := memcachedtest.Start(t)
 	f := newFixture(t)
 	g1 := newMemcachedGateway(t, f, srv)
 	first := g1.query(t, f)
@@ -116,12 +118,12 @@ func TestMemcachedChunkCacheIsSharedByStoreGateways(t *testing.T) {
 }
 
 func TestMemcachedOutageFallsBackToTheBucket(t *testing.T) {
-	for name, outage := range map[string]func(t *testing.T, srv *memcachedServer){
-		"killed": func(_ *testing.T, srv *memcachedServer) { srv.stop() },
-		"hung":   func(t *testing.T, srv *memcachedServer) { srv.pause(t) },
+	for name, outage := range map[string]func(t *testing.T, srv *memcachedtest.Server){
+		"killed": func(_ *testing.T, srv *memcachedtest.Server) { srv.Stop() },
+		"hung":   func(t *testing.T, srv *memcachedtest.Server) { srv.Pause(t) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			srv := startMemcached(t)
+			srv := memcachedtest.Start(t)
 			f := newFixture(t)
 			g := newMemcachedGateway(t, f, srv)
 			first := g.query(t, f)
@@ -148,24 +150,24 @@ func TestMemcachedOutageFallsBackToTheBucket(t *testing.T) {
 }
 
 func TestCorruptMemcachedValuesAreMisses(t *testing.T) {
-	srv := startMemcached(t)
+	srv := memcachedtest.Start(t)
 	f := newFixture(t)
 	g := newMemcachedGateway(t, f, srv)
 	first := g.query(t, f)
 	reads := g.bkt.rangeReads()
 	keys := g.cache.stored()
 	waitStored(t, srv, keys)
-	good := srv.get(t, keys...)
+	good := srv.Get(t, keys...)
 
 	// Damage five chunks in memcached behind the store-gateway's back.
 	flipped := append([]byte(nil), good[keys[0]]...)
 	flipped[len(flipped)-6] ^= 0x01 // a data byte
-	srv.set(t, keys[0], flipped)
-	srv.set(t, keys[1], good[keys[2]]) // another chunk's valid value
-	srv.set(t, keys[3], []byte("garbage"))
-	srv.set(t, keys[4], nil)
+	srv.Set(t, keys[0], flipped)
+	srv.Set(t, keys[1], good[keys[2]]) // another chunk's valid value
+	srv.Set(t, keys[3], []byte("garbage"))
+	srv.Set(t, keys[4], nil)
 	truncated := good[keys[5]][:len(good[keys[5]])-1]
-	srv.set(t, keys[5], truncated)
+	srv.Set(t, keys[5], truncated)
 	const damaged = 5
 
 	res := g.query(t, f) // exactly the samples written
@@ -178,7 +180,7 @@ func TestCorruptMemcachedValuesAreMisses(t *testing.T) {
 
 	// The chunks read again are stored again, replacing the damage.
 	require.Eventually(t, func() bool {
-		now := srv.get(t, keys[:6]...)
+		now := srv.Get(t, keys[:6]...)
 		for _, k := range keys[:6] {
 			if string(now[k]) != string(good[k]) {
 				return false

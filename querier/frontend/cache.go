@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"container/list"
+	"context"
 	"sync"
 )
 
@@ -13,9 +14,9 @@ type extent struct {
 }
 
 // resultsCache holds the extents of pieces by key. The extents a Get
-// returns are shared: their matrices must not be changed.
+// returns may be shared: their matrices must not be changed.
 type resultsCache interface {
-	Get(key string) []extent
+	Get(ctx context.Context, key string) []extent
 	Put(key string, exts []extent)
 }
 
@@ -40,7 +41,7 @@ func newMemoryCache(maxBytes int) *memoryCache {
 	return &memoryCache{maxBytes: maxBytes, order: list.New(), byKey: map[string]*list.Element{}}
 }
 
-func (c *memoryCache) Get(key string) []extent {
+func (c *memoryCache) Get(_ context.Context, key string) []extent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byKey[key]

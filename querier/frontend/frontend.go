@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/memcache"
 	"github.com/isobar-tsdb/isobar/pkg/promapi"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
@@ -40,7 +41,9 @@ import (
 type Config struct {
 	SplitInterval           time.Duration          `yaml:"split_queries_by_interval"`
 	CacheResults            bool                   `yaml:"cache_results"`
+	ResultsCacheBackend     string                 `yaml:"results_cache_backend"`
 	ResultsCacheBytes       int                    `yaml:"results_cache_max_bytes"`
+	ResultsCacheMemcached   memcache.Config        `yaml:"results_cache_memcached"`
 	MaxCacheFreshness       time.Duration          `yaml:"max_cache_freshness"`
 	DownstreamURLs          flagext.StringSliceCSV `yaml:"downstream_urls"`
 	MaxOutstandingPerTenant int                    `yaml:"max_outstanding_requests_per_tenant"`
@@ -52,7 +55,9 @@ type Config struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.SplitInterval, "query-frontend.split-queries-by-interval", 24*time.Hour, "Split range queries at multiples of this interval (UTC) and run the pieces in parallel; 0 does not split.")
 	f.BoolVar(&c.CacheResults, "query-frontend.cache-results", true, "Cache the answers of range queries, piece by piece, and ask the queriers only for what the cache lacks.")
-	f.IntVar(&c.ResultsCacheBytes, "query-frontend.results-cache.max-size-bytes", 256<<20, "Memory the results cache may hold.")
+	f.StringVar(&c.ResultsCacheBackend, "query-frontend.results-cache.backend", CacheInMemory, `Where the results cache is: "inmemory" (this process, -query-frontend.results-cache.max-size-bytes) or "memcached" (shared by the frontends and kept across restarts; -query-frontend.results-cache.memcached.*).`)
+	f.IntVar(&c.ResultsCacheBytes, "query-frontend.results-cache.max-size-bytes", 256<<20, "Memory the in-memory results cache may hold.")
+	c.ResultsCacheMemcached.RegisterFlagsWithPrefix(f, memcachedFlagPrefix, "cached answers", "-query-frontend.results-cache.backend", "an answer not fetched in time is asked of the queriers.")
 	f.DurationVar(&c.MaxCacheFreshness, "query-frontend.max-cache-freshness", 10*time.Minute, "Never cache the answer for the last this long before now (nor for a tenant's out-of-order window, if longer): samples may still arrive for it.")
 	f.Var(&c.DownstreamURLs, "query-frontend.downstream-url", "Comma-separated base URLs of the queriers (http://host:port); empty in -target=all, where the frontend asks the querier of its own process.")
 	f.IntVar(&c.MaxOutstandingPerTenant, "query-frontend.max-outstanding-requests-per-tenant", 100, "Requests of one tenant that may wait for a querier; more are refused with 429.")
@@ -68,6 +73,15 @@ func (c *Config) Validate() error {
 	if c.MaxOutstandingPerTenant <= 0 || c.Parallelism <= 0 {
 		return errors.New("-query-frontend.max-outstanding-requests-per-tenant and -query-frontend.querier-parallelism must be positive")
 	}
+	switch c.ResultsCacheBackend {
+	case CacheInMemory:
+	case CacheMemcached:
+		if err := c.ResultsCacheMemcached.Validate(memcachedFlagPrefix, "-query-frontend.results-cache.backend"); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("-query-frontend.results-cache.backend must be %q or %q, is %q", CacheInMemory, CacheMemcached, c.ResultsCacheBackend)
+	}
 	for _, u := range c.DownstreamURLs {
 		if p, err := url.Parse(u); err != nil || p.Scheme == "" || p.Host == "" {
 			return fmt.Errorf("-query-frontend.downstream-url %q is not a base URL like http://host:port", u)
@@ -75,6 +89,14 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// Results cache backends (-query-frontend.results-cache.backend).
+const (
+	CacheInMemory  = "inmemory"
+	CacheMemcached = "memcached"
+)
+
+const memcachedFlagPrefix = "query-frontend.results-cache.memcached."
 
 // TenantLimits answers each tenant's limits (limits.Overrides).
 type TenantLimits interface {
@@ -89,6 +111,7 @@ type Frontend struct {
 	limits TenantLimits
 	queue  *queue
 	cache  resultsCache // nil when off
+	close  func()       // stops the queue and the cache's client
 	logger *slog.Logger
 	now    func() time.Time
 
@@ -101,8 +124,9 @@ type Frontend struct {
 
 // New returns a frontend sending requests to downstream: a transport to
 // the queriers (NewQuerierTransport) or to an in-process handler
-// (HandlerTransport).
-func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.Logger, reg prometheus.Registerer) *Frontend {
+// (HandlerTransport). It fails only on a memcached configuration that
+// cannot work.
+func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.Logger, reg prometheus.Registerer) (*Frontend, error) {
 	f := &Frontend{
 		cfg:    cfg,
 		limits: l,
@@ -130,11 +154,22 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"endpoint"}),
 	}
-	if cfg.CacheResults && cfg.ResultsCacheBytes > 0 {
+	stop := func() {}
+	switch {
+	case !cfg.CacheResults:
+	case cfg.ResultsCacheBackend == CacheMemcached:
+		c, err := newMemcachedCache(cfg.ResultsCacheMemcached, f.logger, reg)
+		if err != nil {
+			f.queue.close()
+			return nil, err
+		}
+		f.cache, stop = c, c.stop
+	case cfg.ResultsCacheBytes > 0:
 		f.cache = newMemoryCache(cfg.ResultsCacheBytes)
 	}
-	f.Service = services.NewIdleService(nil, func(error) error { f.queue.close(); return nil })
-	return f
+	f.close = func() { f.queue.close(); stop() }
+	f.Service = services.NewIdleService(nil, func(error) error { f.close(); return nil })
+	return f, nil
 }
 
 // Register mounts the Prometheus API under prefix (for example "/api/v1")
@@ -375,7 +410,7 @@ func (f *Frontend) runPiece(ctx context.Context, id string, q *rangeQuery, p pie
 	}
 	if cacheEnd >= p.start {
 		key := cacheKey(id, q, p)
-		cached := f.cache.Get(key)
+		cached := f.cache.Get(ctx, key)
 		var fetched []extent
 		next := p.start
 		fetch := func(s, e int64) (*errorResponse, error) {

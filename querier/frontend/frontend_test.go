@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
+	"github.com/isobar-tsdb/isobar/pkg/testutil/memcachedtest"
 	"github.com/isobar-tsdb/isobar/querier/api"
 )
 
@@ -53,8 +55,9 @@ func querierAndFrontend(t testing.TB, data string, cfg Config) (querier, fronten
 	querier = tenant.Middleware(true, qmux)
 
 	calls = &countingTransport{next: HandlerTransport(querier)}
-	f = New(cfg, calls, noLimits{}, slog.New(slog.DiscardHandler), nil)
-	t.Cleanup(func() { f.queue.close() })
+	f, err := New(cfg, calls, noLimits{}, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	t.Cleanup(f.close)
 	fmux := http.NewServeMux()
 	f.Register(fmux, "/api/v1")
 	return querier, tenant.Middleware(true, fmux), calls, f
@@ -71,7 +74,7 @@ func get(t testing.TB, h http.Handler, path string, params url.Values) (int, str
 }
 
 func testConfig() Config {
-	return Config{SplitInterval: time.Hour, CacheResults: true, ResultsCacheBytes: 64 << 20, MaxCacheFreshness: 10 * time.Minute, MaxOutstandingPerTenant: 100, Parallelism: 4, MaxRetries: 2}
+	return Config{SplitInterval: time.Hour, CacheResults: true, ResultsCacheBackend: CacheInMemory, ResultsCacheBytes: 64 << 20, MaxCacheFreshness: 10 * time.Minute, MaxOutstandingPerTenant: 100, Parallelism: 4, MaxRetries: 2}
 }
 
 // Eight hours of a fleet's counters, gauges and native histograms.
@@ -340,4 +343,40 @@ func TestFrontendEnforcesTheQueryLengthLimit(t *testing.T) {
 	require.Zero(t, calls.n.Load())
 	code, body = get(t, frontend, "/api/v1/query_range", url.Values{"query": {"gpu_temp_celsius"}, "start": {"0"}, "end": {"7200"}, "step": {"60"}})
 	require.Equal(t, http.StatusOK, code, body)
+}
+
+// With the results cache in memcached, another frontend (or this one after
+// a restart) answers from what the first stored, asking the querier
+// nothing; a value stored under another key is a miss, not its answer.
+func TestFrontendResultsCacheInMemcached(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	cfg := testConfig()
+	cfg.ResultsCacheBackend = CacheMemcached
+	cfg.ResultsCacheMemcached.RegisterFlagsWithPrefix(flag.NewFlagSet("", flag.PanicOnError), memcachedFlagPrefix, "", "", "")
+	cfg.ResultsCacheMemcached.Addresses = []string{srv.Addr}
+	cfg.ResultsCacheMemcached.Timeout = 5 * time.Second // a busy test machine
+	require.NoError(t, cfg.Validate())
+
+	querier, first, _, f1 := querierAndFrontend(t, fleetData, cfg)
+	f1.now = func() time.Time { return time.Unix(1e9, 0) }
+	params := url.Values{"query": {`sum by (instance) (rate(node_cpu_seconds_total[5m]))`}, "start": {"0"}, "end": {"28800"}, "step": {"60"}}
+	_, want := get(t, querier, "/api/v1/query_range", params)
+	_, got := get(t, first, "/api/v1/query_range", params)
+	require.Equal(t, want, got)
+
+	_, second, calls, f2 := querierAndFrontend(t, fleetData, cfg)
+	f2.now = f1.now
+	require.Eventually(t, func() bool {
+		before := calls.n.Load()
+		_, got := get(t, second, "/api/v1/query_range", params)
+		return got == want && calls.n.Load() == before
+	}, 10*time.Second, 50*time.Millisecond, "the second frontend answers from memcached alone")
+
+	// A value of another key under this key's hash: a miss.
+	key := cacheKey("team-a", &rangeQuery{query: params.Get("query"), step: 60_000, other: url.Values{}}, piece{interval: 0})
+	exts, err := decodeExtents(key, encodeExtents("another key", nil))
+	require.Error(t, err)
+	require.Nil(t, exts)
+	_, err = decodeExtents(key, []byte("garbage"))
+	require.Error(t, err)
 }

@@ -192,12 +192,14 @@ func (m *matrix) size() int {
 }
 
 // encode writes m as the querier writes a query_range answer: series
-// sorted by labels, "values" and "histograms" only when there are some.
+// sorted by labels, "values" and "histograms" only when there are some. It
+// changes nothing of m, which a cache may share.
 func (m *matrix) encode() []byte {
-	slices.SortFunc(m.series, func(a, b *rawSeries) int { return labels.Compare(a.lset, b.lset) })
+	sorted := slices.Clone(m.series)
+	slices.SortFunc(sorted, func(a, b *rawSeries) int { return labels.Compare(a.lset, b.lset) })
 	var b bytes.Buffer
 	b.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[`)
-	for i, s := range m.series {
+	for i, s := range sorted {
 		if i > 0 {
 			b.WriteByte(',')
 		}

@@ -203,16 +203,19 @@ func (a *App) localQueryFrontend() bool {
 // initQueryFrontend puts the frontend in front of the querier of this
 // process, or of the queriers at -query-frontend.downstream-url.
 func (a *App) initQueryFrontend() (services.Service, error) {
-	var downstream http.RoundTripper
+	var (
+		downstream http.RoundTripper
+		err        error
+	)
 	if a.localQuerier() {
 		downstream = frontend.HandlerTransport(a.server.withTenant(a.cfg.MultitenancyEnabled, a.querierHandler))
-	} else {
-		var err error
-		if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
-			return nil, err
-		}
+	} else if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
+		return nil, err
 	}
-	f := frontend.New(a.cfg.QueryFrontend, downstream, a.overrides, a.logger, a.reg)
+	f, err := frontend.New(a.cfg.QueryFrontend, downstream, a.overrides, a.logger, a.reg)
+	if err != nil {
+		return nil, err
+	}
 	f.Register(a.server.mux, "/prometheus/api/v1")
 	f.Register(a.server.mux, "/api/v1")
 	return f, nil

@@ -1,8 +1,11 @@
 package queryable
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -70,6 +73,9 @@ func (b *Blocks) Querier(mint, maxt int64) (storage.Querier, error) {
 type blocksQuerier struct {
 	b          *Blocks
 	mint, maxt int64
+
+	mu      sync.Mutex
+	streams []*frameStream // ended by Close
 }
 
 // fetch runs call for every block overlapping [mint, maxt], grouped by the
@@ -173,29 +179,244 @@ func unqueriedBlocks(tenantID string, ids []ulid.ULID, failures map[ulid.ULID][]
 	return rpc.Errorf(rpc.CauseUnavailable, "%d blocks of tenant %q could not be queried, so the answer would have holes: %s", len(ids), tenantID, strings.Join(why, ", "))
 }
 
+// Select streams the series of every block overlapping the range from
+// the store-gateways holding them and merges them series by series. Each
+// first choice of store-gateway starts one stream; a stream that fails,
+// before its first frame or in the middle, is replaced by streams from the
+// blocks' other replicas (a store-gateway that does not hold some of them
+// is asked again for the others), carrying on after the last series given.
+// A block no replica can serve fails the query: never a silent hole.
 func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	id, err := tenant.From(ctx)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
 	start, end := q.mint, q.maxt
 	if hints != nil {
 		start, end = max(start, hints.Start), min(end, hints.End)
 	}
-	req := &prompb.Query{StartTimestampMs: start, EndTimestampMs: end, Matchers: rpc.ToLabelMatchers(ms)}
-	var sets []storage.SeriesSet
-	err := fetch(ctx, q.b, start, end, func(ctx context.Context, s BlockStore, ids []string) ([]*prompb.ChunkedSeries, error) {
-		var series []*prompb.ChunkedSeries
-		err := s.Series(ctx, &rpc.BlocksQuery{Query: req, BlockIDs: ids}, func(resp *prompb.ChunkedReadResponse) error {
-			series = append(series, resp.ChunkedSeries...)
-			return nil
-		})
-		return series, err
-	}, func(series []*prompb.ChunkedSeries) {
-		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: frames(series), cur: -1, fetched: fetchCountsFrom(ctx)}))
-	})
+	blocks, err := q.b.finder.Blocks(ctx, id, start, end)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
+	}
+	if len(blocks) == 0 {
+		return storage.EmptySeriesSet()
+	}
+	req := &prompb.Query{StartTimestampMs: start, EndTimestampMs: end, Matchers: rpc.ToLabelMatchers(ms)}
+	// One set per store-gateway first asked: the sets merge in parallel
+	// and each fails over on its own.
+	first := map[string][]ulid.ULID{}
+	for _, bl := range blocks {
+		replicas, err := q.b.stores.Replicas(id, bl.ID)
+		if err != nil {
+			return storage.ErrSeriesSet(rpc.Errorf(rpc.CauseUnavailable, "store-gateways of block %s: %v", bl.ID, err))
+		}
+		name := ""
+		if len(replicas) > 0 {
+			name = replicas[0]
+		}
+		first[name] = append(first[name], bl.ID)
+	}
+	names := slices.Sorted(maps.Keys(first))
+	sets := make([]storage.SeriesSet, 0, len(names))
+	for _, name := range names {
+		src := &blockSource{q: q, ctx: ctx, tenant: id, req: req, ids: first[name], failures: map[ulid.ULID][]string{}}
+		next, err := src.open()
+		if err != nil {
+			return storage.ErrSeriesSet(err)
+		}
+		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: next, cur: -1, failed: src.fail, fetched: fetchCountsFrom(ctx)}))
 	}
 	// Blocks overlap (replicas not compacted yet, or with the ingesters):
 	// the chained merge keeps one of each sample.
 	return storage.NewMergeSeriesSet(sets, 0, storage.ChainedSeriesMerge)
+}
+
+// blockSource streams the series of some blocks from their store-gateways,
+// choosing again after a failure.
+type blockSource struct {
+	q      *blocksQuerier
+	ctx    context.Context
+	tenant string
+	req    *prompb.Query
+	ids    []ulid.ULID
+	// failures holds, per block, the store-gateways that failed it and why.
+	failures map[ulid.ULID][]string
+	failed   map[ulid.ULID][]string // the store-gateways' names alone
+}
+
+// storeFailure is the end of one store-gateway's stream.
+type storeFailure struct {
+	store string
+	ids   []ulid.ULID
+	err   error
+}
+
+func (e *storeFailure) Error() string { return fmt.Sprintf("store-gateway %s: %v", e.store, e.err) }
+func (e *storeFailure) Unwrap() error { return e.err }
+
+// open streams every block from the first of its replicas that has not
+// failed it.
+func (s *blockSource) open() (func() ([]*prompb.ChunkedSeries, bool, error), error) {
+	groups := map[string][]ulid.ULID{}
+	var unreachable []ulid.ULID
+	for _, id := range s.ids {
+		replicas, err := s.q.b.stores.Replicas(s.tenant, id)
+		if err != nil {
+			return nil, rpc.Errorf(rpc.CauseUnavailable, "store-gateways of block %s: %v", id, err)
+		}
+		next := ""
+		for _, r := range replicas {
+			if !slices.Contains(s.failed[id], r) {
+				next = r
+				break
+			}
+		}
+		if next == "" {
+			unreachable = append(unreachable, id)
+			continue
+		}
+		groups[next] = append(groups[next], id)
+	}
+	if len(unreachable) > 0 {
+		return nil, unqueriedBlocks(s.tenant, unreachable, s.failures)
+	}
+	var nexts []func() ([]*prompb.ChunkedSeries, bool, error)
+	for _, name := range slices.Sorted(maps.Keys(groups)) {
+		ids := groups[name]
+		stream := newFrameStream(s.ctx)
+		s.q.track(stream)
+		go func() {
+			store, err := s.q.b.stores.Store(name)
+			if err == nil {
+				strs := make([]string, len(ids))
+				for i, id := range ids {
+					strs[i] = id.String()
+				}
+				err = store.Series(stream.ctx, &rpc.BlocksQuery{Query: s.req, BlockIDs: strs}, stream.put)
+			}
+			if err != nil {
+				err = &storeFailure{store: name, ids: ids, err: err}
+			}
+			stream.finish(err)
+		}()
+		nexts = append(nexts, stream.next)
+	}
+	if len(nexts) == 1 {
+		return nexts[0], nil
+	}
+	return mergeFrames(nexts), nil
+}
+
+// fail decides what the failure of a stream means: a query that is wrong
+// fails as it is; otherwise the store-gateway is not asked again for the
+// blocks it failed (those it said it does not hold, or all it was asked
+// for) and every block is streamed anew.
+func (s *blockSource) fail(err error) (func() ([]*prompb.ChunkedSeries, bool, error), error) {
+	var sf *storeFailure
+	if !errors.As(err, &sf) {
+		return nil, err
+	}
+	if cause := rpc.CauseOf(sf.err); cause == rpc.CauseBadData || cause == rpc.CauseTenantLimit {
+		return nil, sf.err // the query itself is wrong: no replica will do better
+	}
+	if s.ctx.Err() != nil {
+		return nil, s.ctx.Err()
+	}
+	missing := rpc.MissingBlocks(sf.err)
+	if s.failed == nil {
+		s.failed = map[ulid.ULID][]string{}
+	}
+	marked := false
+	for _, id := range sf.ids {
+		if len(missing) > 0 && !slices.Contains(missing, id.String()) {
+			continue // held: it may be asked of the same store-gateway again
+		}
+		s.failed[id] = append(s.failed[id], sf.store)
+		s.failures[id] = append(s.failures[id], fmt.Sprintf("%s: %v", sf.store, sf.err))
+		marked = true
+	}
+	if !marked { // an answer naming none of the blocks asked: fail them all
+		for _, id := range sf.ids {
+			s.failed[id] = append(s.failed[id], sf.store)
+			s.failures[id] = append(s.failures[id], fmt.Sprintf("%s: %v", sf.store, sf.err))
+		}
+	}
+	return s.open()
+}
+
+// track keeps a stream to end on Close.
+func (q *blocksQuerier) track(s *frameStream) {
+	q.mu.Lock()
+	q.streams = append(q.streams, s)
+	q.mu.Unlock()
+}
+
+// mergeFrames merges sources of series sorted by labels into one, series
+// by series; the chunks of a series several sources hold are put
+// together. An error of any source ends it.
+func mergeFrames(sources []func() ([]*prompb.ChunkedSeries, bool, error)) func() ([]*prompb.ChunkedSeries, bool, error) {
+	type cursor struct {
+		next  func() ([]*prompb.ChunkedSeries, bool, error)
+		frame []*prompb.ChunkedSeries
+		i     int
+		done  bool
+	}
+	cs := make([]*cursor, len(sources))
+	for i, n := range sources {
+		cs[i] = &cursor{next: n}
+	}
+	const batch = 256
+	return func() ([]*prompb.ChunkedSeries, bool, error) {
+		var out []*prompb.ChunkedSeries
+		for len(out) < batch {
+			var head *prompb.ChunkedSeries
+			for _, c := range cs {
+				for !c.done && c.i >= len(c.frame) {
+					f, ok, err := c.next()
+					if err != nil {
+						return nil, false, err
+					}
+					c.frame, c.i, c.done = f, 0, !ok
+				}
+				if c.done {
+					continue
+				}
+				if s := c.frame[c.i]; head == nil || compareLabels(s.Labels, head.Labels) < 0 {
+					head = s
+				}
+			}
+			if head == nil {
+				break
+			}
+			merged := &prompb.ChunkedSeries{Labels: head.Labels}
+			for _, c := range cs {
+				if !c.done && c.i < len(c.frame) && compareLabels(c.frame[c.i].Labels, head.Labels) == 0 {
+					merged.Chunks = append(merged.Chunks, c.frame[c.i].Chunks...)
+					c.frame[c.i] = nil
+					c.i++
+				}
+			}
+			out = append(out, merged)
+		}
+		if len(out) == 0 {
+			return nil, false, nil
+		}
+		return out, true, nil
+	}
+}
+
+// compareLabels orders label lists as labels.Compare does.
+func compareLabels(a, b []prompb.Label) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if c := strings.Compare(a[i].Name, b[i].Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a[i].Value, b[i].Value); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(a), len(b))
 }
 
 func (q *blocksQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -224,7 +445,16 @@ func (q *blocksQuerier) union(ctx context.Context, req rpc.LabelsRequest, call f
 	return all, nil, nil
 }
 
-func (*blocksQuerier) Close() error { return nil }
+// Close ends the streams of every Select that were not read to the end.
+func (q *blocksQuerier) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, s := range q.streams {
+		s.cancel()
+	}
+	q.streams = nil
+	return nil
+}
 
 // BucketIndexFinder lists blocks from the tenants' bucket indexes, each
 // read again once older than maxAge. An index the compactor last wrote

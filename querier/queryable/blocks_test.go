@@ -3,8 +3,10 @@ package queryable
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,8 +29,10 @@ import (
 type fakeStore struct {
 	blocks map[string]*tsdb.DB
 	fail   error
-	mu     sync.Mutex
-	asked  [][]string
+	// failAfter, if set, fails the stream after that many frames.
+	failAfter int
+	mu        sync.Mutex
+	asked     [][]string
 }
 
 func (s *fakeStore) Series(ctx context.Context, req *rpc.BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
@@ -57,7 +61,14 @@ func (s *fakeStore) Series(ctx context.Context, req *rpc.BlocksQuery, recv func(
 	}
 	q := storage.NewMergeChunkQuerier(qs, nil, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
 	defer q.Close()
-	return rpc.ServeChunkQuery(ctx, q, req.Query, recv)
+	sent := 0
+	return rpc.ServeChunkQuery(ctx, q, req.Query, func(f *prompb.ChunkedReadResponse) error {
+		if s.failAfter > 0 && sent == s.failAfter {
+			return rpc.Errorf(rpc.CauseUnavailable, "store-gateway restarted")
+		}
+		sent++
+		return recv(f)
+	})
 }
 
 func (s *fakeStore) LabelNames(context.Context, *rpc.BlocksLabelsRequest) ([]string, error) {
@@ -264,4 +275,34 @@ func TestBucketIndexFinderRefusesAStaleIndex(t *testing.T) {
 			require.Contains(t, err.Error(), "-querier.bucket-index-max-stale-period")
 		})
 	}
+}
+
+// A store-gateway that fails in the middle of its stream is replaced by
+// the blocks' next replica, which carries on after the last series given:
+// every series once, every sample.
+func TestBlocksFailOverMidStream(t *testing.T) {
+	idA, idB := ulid.MustNew(1, nil), ulid.MustNew(2, nil)
+	const hour = int64(time.Hour / time.Millisecond)
+	var jobs []string
+	for i := range 3000 {
+		jobs = append(jobs, fmt.Sprintf("%05d-%s", i, strings.Repeat("x", 1000))) // several frames
+	}
+	dbA := blockDB(t, t0, t0+15_000, jobs...)
+	dbB := blockDB(t, t0+2*hour, t0+2*hour+15_000, jobs...)
+	held := map[string]*tsdb.DB{idA.String(): dbA, idB.String(): dbB}
+	stores := map[string]*fakeStore{"sg1": {blocks: held, failAfter: 1}, "sg2": {blocks: held}}
+	finder := fixedFinder{{ID: idA, MinTime: t0, MaxTime: t0 + 2*hour}, {ID: idB, MinTime: t0 + 2*hour, MaxTime: t0 + 4*hour}}
+	q, err := NewBlocks(finder, &fakeStores{
+		replicas: map[ulid.ULID][]string{idA: {"sg1", "sg2"}, idB: {"sg1", "sg2"}},
+		stores:   stores,
+	}).Querier(math.MinInt64, math.MaxInt64)
+	require.NoError(t, err)
+	defer q.Close()
+	got := samplesOf(t, q.Select(ctxA, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up")))
+	require.Len(t, got, len(jobs))
+	for name, ts := range got {
+		require.Equal(t, []int64{t0, t0 + 15_000, t0 + 2*hour, t0 + 2*hour + 15_000}, ts, name)
+	}
+	require.Len(t, stores["sg1"].asked, 1)
+	require.Len(t, stores["sg2"].asked, 1, "the blocks were asked again of the other replica")
 }

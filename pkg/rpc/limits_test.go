@@ -156,7 +156,7 @@ func TestFramesAreSizedByEncodedBytes(t *testing.T) {
 	}
 	var sizes []int
 	total := 0
-	err := ServeChunkQuery(context.Background(), chunkQuerier{series: series}, &prompb.Query{}, func(r *prompb.ChunkedReadResponse) error {
+	err := ServeChunkQuery(context.Background(), chunkQuerier{series: series}, &prompb.Query{EndTimestampMs: 5000}, func(r *prompb.ChunkedReadResponse) error {
 		sizes = append(sizes, r.Size())
 		total += len(r.ChunkedSeries)
 		return nil

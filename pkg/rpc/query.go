@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -211,15 +212,38 @@ func appendFrame[T any](all, frame []T) []T {
 // only a single series or value larger than it makes a larger frame.
 const maxFrameBytes = 1 << 20
 
+// WholeChunksRange widens [start, end] by span, the longest time a chunk
+// covers (an ingester's block range: head chunks never cross it), without
+// overflowing. A chunk querier opened over the widened range returns every
+// chunk that overlaps [start, end] whole: one it had to trim at the edge of
+// its range would be encoded again, and a histogram chunk encoded again
+// loses the counter reset hint of its first sample.
+func WholeChunksRange(start, end, span int64) (int64, int64) {
+	if start < math.MinInt64+span {
+		start = math.MinInt64
+	} else {
+		start -= span
+	}
+	if end > math.MaxInt64-span {
+		end = math.MaxInt64
+	} else {
+		end += span
+	}
+	return start, end
+}
+
 // ServeChunkQuery runs req on q and sends the series, chunks as stored,
-// sorted by labels, in frames of about maxFrameBytes, labels included.
+// sorted by labels, in frames of about maxFrameBytes, labels included. It
+// sends the chunks that overlap the request's range: open q over
+// WholeChunksRange so that they come whole.
 func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
 	ms, err := FromLabelMatchers(req.Matchers)
 	if err != nil {
 		return Errorf(CauseBadData, "%v", err)
 	}
-	hints := &storage.SelectHints{Start: req.StartTimestampMs, End: req.EndTimestampMs}
-	ss := q.Select(ctx, true, hints, ms...)
+	// No hints: the querier's own (widened) range, not the request's, so
+	// that nothing is trimmed.
+	ss := q.Select(ctx, true, nil, ms...)
 	frame := &prompb.ChunkedReadResponse{}
 	size := 0
 	var it chunks.Iterator
@@ -230,11 +254,17 @@ func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Qu
 		it = s.Iterator(it)
 		for it.Next() {
 			m := it.At()
+			if m.MaxTime < req.StartTimestampMs || m.MinTime > req.EndTimestampMs {
+				continue
+			}
 			data := m.Chunk.Bytes()
 			cs.Chunks = append(cs.Chunks, prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime, Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: data})
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read chunks of %s: %w", s.Labels(), err)
+		}
+		if len(cs.Chunks) == 0 {
+			continue // nothing in the range: a series without samples is no series to PromQL
 		}
 		frame.ChunkedSeries = append(frame.ChunkedSeries, cs)
 		size += protowire.SizeTag(1) + protowire.SizeBytes(cs.Size())

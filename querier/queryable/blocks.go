@@ -218,18 +218,18 @@ func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.Selec
 		first[name] = append(first[name], bl.ID)
 	}
 	names := slices.Sorted(maps.Keys(first))
-	sets := make([]storage.SeriesSet, 0, len(names))
+	sets := make([]storage.ChunkSeriesSet, 0, len(names))
 	for _, name := range names {
 		src := &blockSource{q: q, ctx: ctx, tenant: id, req: req, ids: first[name], failures: map[ulid.ULID][]string{}}
 		next, err := src.open()
 		if err != nil {
 			return storage.ErrSeriesSet(err)
 		}
-		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(&chunkSeriesSet{next: next, cur: -1, failed: src.fail, fetched: fetchCountsFrom(ctx)}))
+		sets = append(sets, &chunkSeriesSet{next: next, cur: -1, failed: src.fail, fetched: fetchCountsFrom(ctx)})
 	}
-	// Blocks overlap (replicas not compacted yet, or with the ingesters):
-	// the chained merge keeps one of each sample.
-	return storage.NewMergeSeriesSet(sets, 0, storage.ChainedSeriesMerge)
+	// Blocks overlap (replicas not compacted yet): one copy of each chunk
+	// or sample.
+	return mergeReplicas(sets)
 }
 
 // blockSource streams the series of some blocks from their store-gateways,

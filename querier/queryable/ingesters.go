@@ -120,7 +120,7 @@ func (r *ringQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 		}()
 		return stream.next
 	}
-	sets := make([]storage.SeriesSet, 0, len(reads.active))
+	sets := make([]storage.ChunkSeriesSet, 0, len(reads.active))
 	for _, inst := range reads.active {
 		set := &chunkSeriesSet{next: open(inst), cur: -1, fetched: fetchCountsFrom(ctx)}
 		set.failed = func(err error) (func() ([]*prompb.ChunkedSeries, bool, error), error) {
@@ -134,10 +134,9 @@ func (r *ringQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 			inst = *spare
 			return open(inst), nil
 		}
-		sets = append(sets, storage.NewSeriesSetFromChunkSeriesSet(set))
+		sets = append(sets, set)
 	}
-	// Replicas hold the same samples; the chained merge keeps one of each.
-	return storage.NewMergeSeriesSet(sets, 0, storage.ChainedSeriesMerge)
+	return mergeReplicas(sets)
 }
 
 // readQuorum chooses the ingesters a read asks and decides what a failed
@@ -350,6 +349,9 @@ func (s *chunkSeriesSet) Next() bool {
 		}
 		cs = s.series[s.cur]
 		s.series[s.cur] = nil // the merge holds what it still needs
+		if len(cs.Chunks) == 0 {
+			continue // no samples: the merge cannot take a series without any
+		}
 		b = labels.NewScratchBuilder(len(cs.Labels))
 		for _, l := range cs.Labels {
 			b.Add(l.Name, l.Value)

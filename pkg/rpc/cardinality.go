@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -136,7 +137,7 @@ func ServeCardinality(ctx context.Context, head *tsdb.Head, req *CardinalityRequ
 	var b labels.ScratchBuilder
 	for p.Next() {
 		if err := ir.Series(p.At(), &b, nil); err != nil {
-			if err == storage.ErrNotFound {
+			if errors.Is(err, storage.ErrNotFound) {
 				continue // deleted meanwhile
 			}
 			return nil, fmt.Errorf("read a series: %w", err)

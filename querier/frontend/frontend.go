@@ -192,17 +192,26 @@ func (f *Frontend) servePassThrough(w http.ResponseWriter, r *http.Request) {
 	endpoint := endpointOf(r.URL.Path)
 	// Endpoints that need no tenant (build info) have none.
 	id, _ := tenant.From(r.Context())
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	if err != nil {
-		f.fail(w, endpoint, http.StatusRequestEntityTooLarge, "bad_data", fmt.Errorf("read the request body: %w", err))
-		return
+	if body, ok := f.readBody(w, r, endpoint); ok {
+		f.forward(w, r, id, body, endpoint, start)
 	}
-	f.forward(w, r, id, body, endpoint, start)
 }
 
 // maxRequestBytes bounds a request body the frontend reads (a form of
 // matchers or a long query).
 const maxRequestBytes = 16 << 20
+
+// readBody reads r's body, up to maxRequestBytes, and puts it back for the
+// form parser; it answers the client itself when that fails.
+func (f *Frontend) readBody(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		f.fail(w, endpoint, http.StatusRequestEntityTooLarge, "bad_data", fmt.Errorf("read the request body: %w", err))
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, true
+}
 
 // forward sends r, with body, to a querier and copies the answer back.
 func (f *Frontend) forward(w http.ResponseWriter, r *http.Request, id string, body []byte, endpoint string, start time.Time) {
@@ -241,12 +250,10 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, "query_range", http.StatusUnauthorized, "bad_data", err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	if err != nil {
-		f.fail(w, "query_range", http.StatusRequestEntityTooLarge, "bad_data", fmt.Errorf("read the request body: %w", err))
+	body, ok := f.readBody(w, r, "query_range")
+	if !ok {
 		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
 	q, err := parseRangeQuery(r)
 	if err != nil || !splittable(q) {
 		// The querier words errors in the parameters as Prometheus does,
@@ -274,16 +281,16 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 		f.queries.WithLabelValues("query_range", strconv.Itoa(errResp.code)).Inc()
 		return
 	}
-	body = m.encode()
+	out := m.encode()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	_, _ = w.Write(out)
 	took := time.Since(start)
 	f.queries.WithLabelValues("query_range", "200").Inc()
 	f.queryTime.WithLabelValues("query_range").Observe(took.Seconds())
 	f.logger.Info("range query", "tenant", id, "query", q.query, "start", q.start, "end", q.end, "step_ms", q.step,
 		"split_pieces", st.pieces.Load(), "querier_requests", st.requests.Load(), "cache_hit_bytes", st.hitBytes.Load(),
-		"fetched_bytes", st.fetchedBytes.Load(), "series", len(m.series), "response_bytes", len(body), "duration", took)
+		"fetched_bytes", st.fetchedBytes.Load(), "series", len(m.series), "response_bytes", len(out), "duration", took)
 }
 
 func parseRangeQuery(r *http.Request) (*rangeQuery, error) {

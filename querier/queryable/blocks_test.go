@@ -306,3 +306,15 @@ func TestBlocksFailOverMidStream(t *testing.T) {
 	require.Len(t, stores["sg1"].asked, 1)
 	require.Len(t, stores["sg2"].asked, 1, "the blocks were asked again of the other replica")
 }
+
+// frames returns a next function over frames already received.
+func frames(fs ...[]*prompb.ChunkedSeries) func() ([]*prompb.ChunkedSeries, bool, error) {
+	return func() ([]*prompb.ChunkedSeries, bool, error) {
+		if len(fs) == 0 {
+			return nil, false, nil
+		}
+		f := fs[0]
+		fs = fs[1:]
+		return f, true, nil
+	}
+}

@@ -299,21 +299,8 @@ type chunkSeriesSet struct {
 	// skipThrough, after a fail-over, holds the labels of the last series
 	// given: the new source's series up to them were given already.
 	skipThrough labels.Labels
-	resumed     bool
 	// fetched, if set, counts the chunks against the query's limits.
 	fetched *fetchCounts
-}
-
-// frames returns a next function over frames already received.
-func frames(fs ...[]*prompb.ChunkedSeries) func() ([]*prompb.ChunkedSeries, bool, error) {
-	return func() ([]*prompb.ChunkedSeries, bool, error) {
-		if len(fs) == 0 {
-			return nil, false, nil
-		}
-		f := fs[0]
-		fs = fs[1:]
-		return f, true, nil
-	}
 }
 
 func (s *chunkSeriesSet) Next() bool {
@@ -339,7 +326,7 @@ func (s *chunkSeriesSet) Next() bool {
 					s.err = ferr
 					return false
 				}
-				s.next, s.resumed = next, true
+				s.next = next
 				if s.at != nil {
 					s.skipThrough = s.at.Labels()
 				}
@@ -356,7 +343,7 @@ func (s *chunkSeriesSet) Next() bool {
 		for _, l := range cs.Labels {
 			b.Add(l.Name, l.Value)
 		}
-		if !s.resumed || s.skipThrough.IsEmpty() || labels.Compare(b.Labels(), s.skipThrough) > 0 {
+		if s.skipThrough.IsEmpty() || labels.Compare(b.Labels(), s.skipThrough) > 0 {
 			break
 		}
 	}

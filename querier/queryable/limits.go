@@ -53,8 +53,7 @@ type limitedQuerier struct {
 	fetched    fetchCounts
 
 	mu    sync.Mutex
-	inner storage.Querier // nil until the first call, or when nothing is left to read
-	empty bool            // the lookback left nothing to read
+	inner storage.Querier // nil until the first call, or when the lookback leaves nothing to read
 }
 
 // open returns the querier underneath, over the range the tenant's
@@ -64,19 +63,18 @@ func (q *limitedQuerier) open(ctx context.Context) (storage.Querier, *limits.Lim
 	if err != nil {
 		return nil, nil, err
 	}
-	lim := q.l.limits.For(id)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.fetched.limits = lim
-	if q.inner != nil || q.empty {
-		return q.inner, lim, nil
+	if q.fetched.limits != nil { // opened by an earlier call of the query
+		return q.inner, q.fetched.limits, nil
 	}
+	lim := q.l.limits.For(id)
+	q.fetched.limits = lim
 	mint := q.mint
 	if lim.MaxQueryLookback > 0 {
 		mint = max(mint, q.l.now().Add(-time.Duration(lim.MaxQueryLookback)).UnixMilli())
 	}
 	if mint > q.maxt {
-		q.empty = true
 		return nil, lim, nil
 	}
 	inner, err := q.l.inner.Querier(mint, q.maxt)
@@ -133,7 +131,7 @@ func (q *limitedQuerier) Close() error {
 
 // fetchCounts counts what one query fetched against its tenant's limits.
 type fetchCounts struct {
-	limits               *limits.Limits // set before any count
+	limits               *limits.Limits // set once, by the first call, before any count
 	series, chunks, size atomic.Int64
 }
 

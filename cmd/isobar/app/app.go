@@ -59,6 +59,8 @@ type App struct {
 
 	targets  []string
 	services map[string]services.Service
+	// readyChecks hold what else /ready waits for once every module runs.
+	readyChecks []func() error
 }
 
 // New builds the modules of cfg.Target; nothing runs until Run.
@@ -129,8 +131,8 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
-// ready answers 200 once every module runs: for an ingester that means its
-// WAL has been replayed.
+// ready answers 200 once every module runs (for an ingester that means its
+// WAL has been replayed) and every ready check passes.
 func (a *App) ready(w http.ResponseWriter, _ *http.Request) {
 	var notRunning []string
 	for name, s := range a.services {
@@ -142,6 +144,12 @@ func (a *App) ready(w http.ResponseWriter, _ *http.Request) {
 		sort.Strings(notRunning)
 		http.Error(w, "not ready: "+strings.Join(notRunning, ", "), http.StatusServiceUnavailable)
 		return
+	}
+	for _, check := range a.readyChecks {
+		if err := check(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
+	dskitring "github.com/grafana/dskit/ring"
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
 	"github.com/isobar-tsdb/isobar/ingest/remotewrite"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
@@ -259,6 +260,16 @@ func (a *App) initIngester() (services.Service, error) {
 		return nil, err
 	}
 	a.server.mux.Handle("POST /ingester/flush", postAction(ing.Flush))
+	if a.ring != nil {
+		// The lifecycler writes ACTIVE to the store; the ring this process
+		// reads (and shows at /ring) learns it one watch later.
+		a.readyChecks = append(a.readyChecks, func() error {
+			if st, err := a.ring.GetInstanceState(ringCfg.InstanceID); err != nil || st != dskitring.ACTIVE {
+				return fmt.Errorf("ingester %s not yet ACTIVE in the ring this process reads", ringCfg.InstanceID)
+			}
+			return nil
+		})
+	}
 	rpc.RegisterIngesterServer(a.server.grpc, ing)
 	rpc.RegisterIngesterReaderServer(a.server.grpc, ing)
 	a.ingester = ing

@@ -33,6 +33,7 @@ type Limits struct {
 	MaxFetchedChunkBytesPerQuery int            `yaml:"max_fetched_chunk_bytes_per_query"`
 	MaxQueryLength               model.Duration `yaml:"max_query_length"`
 	MaxQueryLookback             model.Duration `yaml:"max_query_lookback"`
+	QueryShardingTotalShards     int            `yaml:"query_sharding_total_shards"`
 }
 
 // RegisterFlags registers the defaults of every limit.
@@ -55,6 +56,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxFetchedChunkBytesPerQuery, "querier.max-fetched-chunk-bytes-per-query", 0, "Maximum number of chunk bytes one query may fetch from ingesters and store-gateways, counted as they arrive. 0 means no limit.")
 	f.Var(&l.MaxQueryLength, "querier.max-query-length", "Maximum time range one query may read, lookback and range selectors included. 0 means no limit.")
 	f.Var(&l.MaxQueryLookback, "querier.max-query-lookback", "How far back from now a query may read; older data is left out of answers. 0 means no limit.")
+	f.IntVar(&l.QueryShardingTotalShards, "query-frontend.query-sharding-total-shards", 16, "Into how many shards by series the query-frontend cuts the shardable aggregations of a query (sum, count, min, max, avg, group, topk, bottomk) for queriers to evaluate in parallel. 0 or 1 does not shard.")
 }
 
 // Validate reports limits that cannot work.
@@ -68,7 +70,7 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("label count and length limits must be positive")
 	case l.MaxSeriesPerTenant < 0 || l.MaxSeriesPerMetric < 0 || l.MaxExemplars < 0:
 		return fmt.Errorf("series and exemplar limits must not be negative")
-	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0:
+	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0 || l.QueryShardingTotalShards < 0:
 		return fmt.Errorf("query limits must not be negative")
 	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":
 		return fmt.Errorf("unknown name validation scheme %q: use legacy or utf8", l.NameValidationScheme)

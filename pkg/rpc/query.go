@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/isobar-tsdb/isobar/pkg/shard"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
@@ -241,9 +242,17 @@ func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Qu
 	if err != nil {
 		return Errorf(CauseBadData, "%v", err)
 	}
-	// No hints: the querier's own (widened) range, not the request's, so
-	// that nothing is trimmed.
-	ss := q.Select(ctx, true, nil, ms...)
+	ms, sh, err := shard.FromMatchers(ms)
+	if err != nil {
+		return Errorf(CauseBadData, "%v", err)
+	}
+	// No range in the hints: the querier's own (widened) range, not the
+	// request's, so that nothing is trimmed.
+	var hints *storage.SelectHints
+	if sh.Count > 0 {
+		hints = shard.Hints(&storage.SelectHints{Start: math.MinInt64, End: math.MaxInt64, DisableTrimming: true}, sh)
+	}
+	ss := q.Select(ctx, true, hints, ms...)
 	frame := &prompb.ChunkedReadResponse{}
 	size := 0
 	var it chunks.Iterator

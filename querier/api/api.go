@@ -174,14 +174,34 @@ func (a *API) wrap(f handlerFunc) http.HandlerFunc {
 
 func (a *API) respond(w http.ResponseWriter, r *http.Request, data any, annos annotations.Annotations) {
 	warnings, infos := annos.AsStrings(r.FormValue("query"), maxWarnings, maxInfos)
+	if d, ok := data.(*promapi.QueryData); ok && promapi.AcceptsSeries(r) {
+		a.respondSeries(w, r, d, warnings, infos)
+		return
+	}
 	a.send(w, r, http.StatusOK, func(s *jsoniter.Stream) {
-		writeSuccess(s, data, warnings, infos)
+		promapi.WriteSuccess(s, data, warnings, infos)
 	})
+}
+
+// respondSeries answers a query-frontend that evaluates d further itself
+// (promapi.SeriesProtobuf).
+func (a *API) respondSeries(w http.ResponseWriter, r *http.Request, d *promapi.QueryData, warnings, infos []string) {
+	b, err := promapi.MarshalSeries(d.Result)
+	if err != nil {
+		a.respondError(w, r, &apiError{typ: errorBadData, err: err})
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", promapi.SeriesProtobuf)
+	h[promapi.WarningHeader] = warnings
+	h[promapi.InfoHeader] = infos
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 func (a *API) respondError(w http.ResponseWriter, r *http.Request, apiErr *apiError) {
 	a.send(w, r, apiErr.typ.statusCode(), func(s *jsoniter.Stream) {
-		writeFailure(s, apiErr)
+		promapi.WriteFailure(s, string(apiErr.typ), apiErr.err.Error())
 	})
 }
 
@@ -191,7 +211,7 @@ func (a *API) respondError(w http.ResponseWriter, r *http.Request, apiErr *apiEr
 // be logged.
 func (a *API) send(w http.ResponseWriter, r *http.Request, code int, write func(*jsoniter.Stream)) {
 	out := &responseWriter{w: w, code: code}
-	if err := encode(out, write); err != nil {
+	if err := promapi.Encode(out, write); err != nil {
 		if out.started {
 			a.logger.Error("error writing response", "url", r.URL, "bytes_written", out.written, "err", err)
 			return
@@ -314,7 +334,7 @@ func execQuery(ctx context.Context, r *http.Request, qry promql.Query, limit int
 		qs = stats.NewQueryStats(qry.Stats())
 	}
 	return result{
-		data:      &queryData{resultType: res.Value.Type(), result: res.Value, stats: qs},
+		data:      &promapi.QueryData{ResultType: res.Value.Type(), Result: res.Value, Stats: qs},
 		warnings:  warnings,
 		finalizer: qry.Close,
 	}

@@ -2,10 +2,14 @@ package api
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 
+	"github.com/isobar-tsdb/isobar/pkg/promapi"
+	jsoniter "github.com/json-iterator/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -369,4 +373,15 @@ func TestQueryRange(t *testing.T) {
 			body: fail("bad_data", `invalid parameter \"query\": invalid expression type \"range vector\" for range query, must be Scalar or instant Vector`),
 		},
 	})
+}
+
+func TestSendEncodingFailure(t *testing.T) {
+	a := New(nil, nil, nil, nil, BuildInfo{}, nil)
+	rec := httptest.NewRecorder()
+	a.send(rec, httptest.NewRequest(http.MethodGet, "/api/v1/query", nil), http.StatusOK, func(s *jsoniter.Stream) {
+		promapi.WriteSuccess(s, math.Inf(1), nil, nil)
+	})
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"))
+	require.Contains(t, rec.Body.String(), "unsupported value")
 }

@@ -1,10 +1,11 @@
 // Package frontend is the query-frontend: the Prometheus HTTP API in front
 // of the queriers. It splits range queries by day and runs the pieces in
 // parallel, answers what it can from a results cache of extents (a partial
-// hit asks only for the missing pieces), and hands every request to the
-// queriers through a queue that takes tenants in turn, so one busy tenant
-// cannot starve the others. It talks to queriers over HTTP only, and never
-// parses or evaluates PromQL beyond deciding whether a query may be split.
+// hit asks only for the missing pieces), shards the aggregations of range
+// and instant queries by series (queriers evaluate the shards, the frontend
+// the rest: shard.go), and hands every request to the queriers through a
+// queue that takes tenants in turn, so one busy tenant cannot starve the
+// others. It talks to queriers over HTTP only.
 package frontend
 
 import (
@@ -29,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
@@ -49,10 +52,12 @@ type Config struct {
 	MaxOutstandingPerTenant int                    `yaml:"max_outstanding_requests_per_tenant"`
 	Parallelism             int                    `yaml:"querier_parallelism"`
 	MaxRetries              int                    `yaml:"max_retries"`
+	MaxShardedQueries       int                    `yaml:"query_sharding_max_sharded_queries"`
 }
 
 // RegisterFlags registers the flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&c.MaxShardedQueries, "query-frontend.query-sharding-max-sharded-queries", 128, "Most querier requests the shards of one range query may take, over all its split pieces; a query that would need more gets fewer shards per piece (at least 2) or is not sharded.")
 	f.DurationVar(&c.SplitInterval, "query-frontend.split-queries-by-interval", 24*time.Hour, "Split range queries at multiples of this interval (UTC) and run the pieces in parallel; 0 does not split.")
 	f.BoolVar(&c.CacheResults, "query-frontend.cache-results", true, "Cache the answers of range queries, piece by piece, and ask the queriers only for what the cache lacks.")
 	f.StringVar(&c.ResultsCacheBackend, "query-frontend.results-cache.backend", CacheInMemory, `Where the results cache is: "inmemory" (this process, -query-frontend.results-cache.max-size-bytes) or "memcached" (shared by the frontends and kept across restarts; -query-frontend.results-cache.memcached.*).`)
@@ -67,8 +72,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	if c.SplitInterval < 0 || c.MaxCacheFreshness < 0 || c.ResultsCacheBytes < 0 || c.MaxRetries < 0 {
-		return errors.New("-query-frontend.split-queries-by-interval, -query-frontend.max-cache-freshness, -query-frontend.results-cache.max-size-bytes and -query-frontend.max-retries must not be negative")
+	if c.SplitInterval < 0 || c.MaxCacheFreshness < 0 || c.ResultsCacheBytes < 0 || c.MaxRetries < 0 || c.MaxShardedQueries < 0 {
+		return errors.New("-query-frontend.split-queries-by-interval, -query-frontend.max-cache-freshness, -query-frontend.results-cache.max-size-bytes, -query-frontend.max-retries and -query-frontend.query-sharding-max-sharded-queries must not be negative")
 	}
 	if c.MaxOutstandingPerTenant <= 0 || c.Parallelism <= 0 {
 		return errors.New("-query-frontend.max-outstanding-requests-per-tenant and -query-frontend.querier-parallelism must be positive")
@@ -114,6 +119,8 @@ type Frontend struct {
 	close  func()       // stops the queue and the cache's client
 	logger *slog.Logger
 	now    func() time.Time
+	parser parser.Parser
+	engine *promql.Engine // evaluates the outer queries of shard plans
 
 	queries     *prometheus.CounterVec
 	pieces      prometheus.Counter
@@ -133,6 +140,8 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 		queue:  newQueue(downstream, cfg.Parallelism, cfg.MaxOutstandingPerTenant, cfg.MaxRetries, reg),
 		logger: logger.With("component", "query-frontend"),
 		now:    time.Now,
+		parser: parser.NewParser(parser.Options{}),
+		engine: newOuterEngine(),
 		queries: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_queries_total",
 			Help: "Requests the query-frontend answered, by endpoint and status code.",
@@ -179,8 +188,11 @@ func (f *Frontend) Register(mux *http.ServeMux, prefix string) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	for _, e := range promapi.Endpoints() {
 		h := http.HandlerFunc(f.servePassThrough)
-		if e.Path == promapi.QueryRange.Path {
+		switch e.Path {
+		case promapi.QueryRange.Path:
 			h = f.serveRange
+		case promapi.Query.Path:
+			h = f.serveInstant
 		}
 		e.Register(mux, prefix, h)
 	}
@@ -241,6 +253,7 @@ type rangeQuery struct {
 	query            string
 	start, end, step int64
 	other            url.Values // every other parameter, passed on and part of the cache key
+	plan             *shardPlan // nil: not sharded
 }
 
 func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
@@ -270,7 +283,7 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st := &queryStats{}
+	st := &queryStats{slots: make(chan struct{}, f.cfg.Parallelism)}
 	m, errResp, err := f.runRange(r.Context(), id, q, st)
 	switch {
 	case err != nil:
@@ -289,8 +302,77 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 	f.queries.WithLabelValues("query_range", "200").Inc()
 	f.queryTime.WithLabelValues("query_range").Observe(took.Seconds())
 	f.logger.Info("range query", "tenant", id, "query", q.query, "start", q.start, "end", q.end, "step_ms", q.step,
-		"split_pieces", st.pieces.Load(), "querier_requests", st.requests.Load(), "cache_hit_bytes", st.hitBytes.Load(),
+		"split_pieces", st.pieces.Load(), "sharded", q.plan != nil, "shard_requests", st.shardRequests.Load(), "querier_requests", st.requests.Load(), "cache_hit_bytes", st.hitBytes.Load(),
 		"fetched_bytes", st.fetchedBytes.Load(), "series", len(m.series), "response_bytes", len(out), "duration", took)
+}
+
+// serveInstant answers an instant query sharded when it has shardable
+// parts, and passes it on otherwise.
+func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id, err := tenant.From(r.Context())
+	if err != nil {
+		f.fail(w, "query", http.StatusUnauthorized, "bad_data", err)
+		return
+	}
+	body, ok := f.readBody(w, r, "query")
+	if !ok {
+		return
+	}
+	q, err := f.parseInstantQuery(r)
+	if err == nil {
+		q.plan = f.planFor(id, q.query, 1)
+	}
+	if err != nil || q.plan == nil {
+		f.forward(w, r, id, body, "query", start)
+		return
+	}
+	st := &queryStats{slots: make(chan struct{}, f.cfg.Parallelism)}
+	out, errResp, err := f.evalSharded(r.Context(), id, q, q.start, q.start, st)
+	switch {
+	case err != nil:
+		f.failQueue(w, "query", err)
+		return
+	case errResp != nil:
+		errResp.write(w)
+		f.queries.WithLabelValues("query", strconv.Itoa(errResp.code)).Inc()
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	took := time.Since(start)
+	f.queries.WithLabelValues("query", "200").Inc()
+	f.queryTime.WithLabelValues("query").Observe(took.Seconds())
+	f.logger.Info("instant query", "tenant", id, "query", q.query, "time", q.start, "sharded", true,
+		"shard_requests", st.shardRequests.Load(), "fetched_bytes", st.fetchedBytes.Load(), "response_bytes", len(out), "duration", took)
+}
+
+// parseInstantQuery reads an instant query as a range query of one
+// evaluation time and no step; without a time it is now.
+func (f *Frontend) parseInstantQuery(r *http.Request) (*rangeQuery, error) {
+	if err := r.ParseForm(); err != nil {
+		return nil, err
+	}
+	q := &rangeQuery{path: r.URL.Path, query: r.Form.Get("query"), other: url.Values{}}
+	if q.query == "" || r.Form.Has("stats") {
+		return nil, errors.New("left to the querier")
+	}
+	q.start = f.now().UnixMilli()
+	if t := r.Form.Get("time"); t != "" {
+		var err error
+		if q.start, err = parseTime(t); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range r.Form {
+		switch k {
+		case "query", "time":
+		default:
+			q.other[k] = v
+		}
+	}
+	return q, nil
 }
 
 func parseRangeQuery(r *http.Request) (*rangeQuery, error) {
@@ -334,8 +416,10 @@ func splittable(q *rangeQuery) bool {
 
 // queryStats counts what answering one range query took.
 type queryStats struct {
-	pieces, requests       atomic.Int64
-	hitBytes, fetchedBytes atomic.Int64
+	pieces, requests, shardRequests atomic.Int64
+	hitBytes, fetchedBytes          atomic.Int64
+	// slots bound the shard requests of the query in flight.
+	slots chan struct{}
 }
 
 // runRange answers q from its pieces, in parallel, and merges them in time
@@ -343,6 +427,7 @@ type queryStats struct {
 func (f *Frontend) runRange(ctx context.Context, id string, q *rangeQuery, st *queryStats) (*matrix, *errorResponse, error) {
 	pieces := splitRange(q.start, q.end, q.step, f.cfg.SplitInterval.Milliseconds())
 	st.pieces.Add(int64(len(pieces)))
+	q.plan = f.planFor(id, q.query, len(pieces))
 	results := make([]*matrix, len(pieces))
 	errResps := make([]*errorResponse, len(pieces))
 	g, gctx := errgroup.WithContext(ctx)
@@ -494,6 +579,9 @@ func mergeExtents(cached, fetched []extent, step int64) []extent {
 
 // fetch asks a querier for the evaluation times [start, end] of q.
 func (f *Frontend) fetch(ctx context.Context, id string, q *rangeQuery, start, end int64, st *queryStats) (*matrix, *errorResponse, error) {
+	if q.plan != nil {
+		return f.fetchSharded(ctx, id, q, start, end, st)
+	}
 	form := url.Values{}
 	for k, v := range q.other {
 		form[k] = v

@@ -388,6 +388,7 @@ func (i *Ingester) open(t *tenantDB) error {
 	opts.StripeSize = i.cfg.StripeSize
 	opts.SeriesLifecycleCallback = tracker
 	opts.EnableOverlappingCompaction = false
+	opts.EnableSharding = true // query sharding: 8 bytes a series for its label hash
 	opts.IsolationDisabled = !i.cfg.IsolationEnabled
 	opts.WALCompression = compression.None
 	if i.cfg.WALCompression {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 
+	"github.com/isobar-tsdb/isobar/pkg/shard"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
 
@@ -74,7 +75,11 @@ func (q *tenantQuerier) Select(ctx context.Context, sortSeries bool, hints *stor
 	if inner == nil {
 		return storage.EmptySeriesSet()
 	}
-	return inner.Select(ctx, sortSeries, hints, matchers...)
+	matchers, sh, err := shard.FromMatchers(matchers)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	return inner.Select(ctx, sortSeries, shard.Hints(hints, sh), matchers...)
 }
 
 func (q *tenantQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, matchers ...*labels.Matcher) ([]string, annotations.Annotations, error) {

@@ -112,6 +112,18 @@ func (m *Server) Stop() {
 func (m *Server) Pause(t testing.TB) {
 	t.Helper()
 	require.NoError(t, m.cmd.Process.Signal(syscall.SIGSTOP))
+	// The signal is delivered asynchronously: until the process shows as
+	// stopped, it may still answer a request sent after Pause.
+	stat := fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid)
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		rest := b[bytes.LastIndexByte(b, ')')+1:]
+		return len(bytes.TrimSpace(rest)) > 0 && bytes.TrimSpace(rest)[0] == 'T'
+	}, 10*time.Second, time.Millisecond, "memcached never showed as stopped")
 }
 
 // Dial opens a raw text-protocol connection.

@@ -1,4 +1,4 @@
-package api
+package promapi
 
 import (
 	"io"
@@ -37,19 +37,19 @@ const (
 	maxPooledBuffer = 1 << 20
 )
 
-// queryData is the "data" of query and query_range responses.
-type queryData struct {
-	resultType parser.ValueType
-	result     parser.Value
-	stats      stats.QueryStats
+// QueryData is the "data" of query and query_range responses.
+type QueryData struct {
+	ResultType parser.ValueType
+	Result     parser.Value
+	Stats      stats.QueryStats // nil: left out
 }
 
-// encode calls write on a pooled stream writing to out and flushes it. The
+// Encode calls write on a pooled stream writing to out and flushes it. The
 // stream passes its buffer on to out only at series and sample boundaries
 // once flushThreshold bytes have accumulated, and at the end; it returns the
 // first encoding or write error, in which case the rest of the buffer is not
 // written.
-func encode(out io.Writer, write func(*jsoniter.Stream)) error {
+func Encode(out io.Writer, write func(*jsoniter.Stream)) error {
 	s := jsonAPI.BorrowStream(out)
 	defer func() {
 		if cap(s.Buffer()) > maxPooledBuffer {
@@ -74,10 +74,10 @@ func maybeFlush(s *jsoniter.Stream) bool {
 	return s.Error == nil
 }
 
-// writeSuccess writes the envelope of a successful response:
+// WriteSuccess writes the envelope of a successful response:
 // {"status":"success","data":...,"warnings":[...],"infos":[...]}, leaving out
 // empty warnings and infos.
-func writeSuccess(s *jsoniter.Stream, data any, warnings, infos []string) {
+func WriteSuccess(s *jsoniter.Stream, data any, warnings, infos []string) {
 	s.WriteObjectStart()
 	s.WriteObjectField("status")
 	s.WriteString("success")
@@ -91,18 +91,18 @@ func writeSuccess(s *jsoniter.Stream, data any, warnings, infos []string) {
 	s.WriteObjectEnd()
 }
 
-// writeFailure writes the envelope of an error response:
+// WriteFailure writes the envelope of an error response:
 // {"status":"error","errorType":"...","error":"..."}.
-func writeFailure(s *jsoniter.Stream, e *apiError) {
+func WriteFailure(s *jsoniter.Stream, errorType, message string) {
 	s.WriteObjectStart()
 	s.WriteObjectField("status")
 	s.WriteString("error")
 	s.WriteMore()
 	s.WriteObjectField("errorType")
-	s.WriteStringWithHTMLEscaped(string(e.typ))
+	s.WriteStringWithHTMLEscaped(errorType)
 	s.WriteMore()
 	s.WriteObjectField("error")
-	s.WriteStringWithHTMLEscaped(e.err.Error())
+	s.WriteStringWithHTMLEscaped(message)
 	s.WriteObjectEnd()
 }
 
@@ -126,7 +126,7 @@ func writeStrings(s *jsoniter.Stream, field string, vals []string) {
 // writeData writes the "data" value of a successful response.
 func writeData(s *jsoniter.Stream, data any) {
 	switch v := data.(type) {
-	case *queryData:
+	case *QueryData:
 		writeQueryData(s, v)
 	case []labels.Labels:
 		s.WriteArrayStart()
@@ -148,13 +148,13 @@ func writeData(s *jsoniter.Stream, data any) {
 }
 
 // writeQueryData writes {"resultType":"...","result":...,"stats":...}.
-func writeQueryData(s *jsoniter.Stream, d *queryData) {
+func writeQueryData(s *jsoniter.Stream, d *QueryData) {
 	s.WriteObjectStart()
 	s.WriteObjectField("resultType")
-	s.WriteString(string(d.resultType))
+	s.WriteString(string(d.ResultType))
 	s.WriteMore()
 	s.WriteObjectField("result")
-	switch v := d.result.(type) {
+	switch v := d.Result.(type) {
 	case promql.Matrix:
 		writeMatrix(s, v)
 	case promql.Vector:
@@ -163,10 +163,10 @@ func writeQueryData(s *jsoniter.Stream, d *queryData) {
 		// promql.Scalar and promql.String marshal themselves.
 		s.WriteVal(v)
 	}
-	if d.stats != nil {
+	if d.Stats != nil {
 		s.WriteMore()
 		s.WriteObjectField("stats")
-		s.WriteVal(d.stats)
+		s.WriteVal(d.Stats)
 	}
 	s.WriteObjectEnd()
 }

@@ -1,14 +1,14 @@
-package api
+package promapi
 
 import (
+	"errors"
 	"math"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -19,8 +19,8 @@ import (
 func encodeSuccess(t testing.TB, data any, warnings, infos []string) string {
 	t.Helper()
 	var out strings.Builder
-	require.NoError(t, encode(&out, func(s *jsoniter.Stream) {
-		writeSuccess(s, data, warnings, infos)
+	require.NoError(t, Encode(&out, func(s *jsoniter.Stream) {
+		WriteSuccess(s, data, warnings, infos)
 	}))
 	return out.String()
 }
@@ -29,7 +29,8 @@ func encodeSuccess(t testing.TB, data any, warnings, infos []string) string {
 // Prometheus 3.16 registers in web/api/v1/json_codec.go.
 func TestEncodeSuccess(t *testing.T) {
 	weird := labels.FromStrings("__name__", "x<y>&z", "a\"b", "line\nbreak\t\u2028 ü \x01", "le", "+Inf")
-	hist := testHistogram().ToFloat(nil)
+	// Schema 0, two populated buckets: (0.5,1] with 1 and (1,2] with 2.
+	hist := (&histogram.Histogram{Count: 3, Sum: 5, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}).ToFloat(nil)
 	for _, tc := range []struct {
 		name     string
 		data     any
@@ -39,24 +40,24 @@ func TestEncodeSuccess(t *testing.T) {
 	}{
 		{
 			name:     "vector: labels are not HTML-escaped, warnings are",
-			data:     &queryData{resultType: parser.ValueTypeVector, result: promql.Vector{{Metric: weird, T: -1500, F: math.NaN()}, {Metric: labels.EmptyLabels(), T: 5, F: math.Inf(1)}, {Metric: labels.FromStrings("a", "b"), T: 1700000000123, F: 1e-7}, {Metric: labels.FromStrings("a", "d"), T: 0, F: 1e21}}},
+			data:     &QueryData{ResultType: parser.ValueTypeVector, Result: promql.Vector{{Metric: weird, T: -1500, F: math.NaN()}, {Metric: labels.EmptyLabels(), T: 5, F: math.Inf(1)}, {Metric: labels.FromStrings("a", "b"), T: 1700000000123, F: 1e-7}, {Metric: labels.FromStrings("a", "d"), T: 0, F: 1e21}}},
 			warnings: []string{"a<b"},
 			want:     "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":[{\"metric\":{\"__name__\":\"x<y>&z\",\"a\\\"b\":\"line\\nbreak\\t\u2028 ü \\u0001\",\"le\":\"+Inf\"},\"value\":[-1.500,\"NaN\"]},{\"metric\":{},\"value\":[0.005,\"+Inf\"]},{\"metric\":{\"a\":\"b\"},\"value\":[1700000000.123,\"1e-07\"]},{\"metric\":{\"a\":\"d\"},\"value\":[0,\"1e+21\"]}]},\"warnings\":[\"a\\u003cb\"]}",
 		},
 		{
 			name:  "matrix with floats and histograms",
-			data:  &queryData{resultType: parser.ValueTypeMatrix, result: promql.Matrix{{Metric: labels.FromStrings("a", "b"), Floats: []promql.FPoint{{T: 1, F: 1}, {T: 1001, F: math.Inf(-1)}}, Histograms: []promql.HPoint{{T: 2, H: hist}}}}},
+			data:  &QueryData{ResultType: parser.ValueTypeMatrix, Result: promql.Matrix{{Metric: labels.FromStrings("a", "b"), Floats: []promql.FPoint{{T: 1, F: 1}, {T: 1001, F: math.Inf(-1)}}, Histograms: []promql.HPoint{{T: 2, H: hist}}}}},
 			infos: []string{"i&"},
 			want:  `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"},"values":[[0.001,"1"],[1.001,"-Inf"]],"histograms":[[0.002,{"count":"3","sum":"5","buckets":[[0,"0.5","1","1"],[0,"1","2","2"]]}]]}]},"infos":["i\u0026"]}`,
 		},
 		{
 			name: "series without points",
-			data: &queryData{resultType: parser.ValueTypeMatrix, result: promql.Matrix{{Metric: labels.FromStrings("a", "b")}}},
+			data: &QueryData{ResultType: parser.ValueTypeMatrix, Result: promql.Matrix{{Metric: labels.FromStrings("a", "b")}}},
 			want: `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"}}]}}`,
 		},
 		{
 			name: "scalar goes through its MarshalJSON",
-			data: &queryData{resultType: parser.ValueTypeScalar, result: promql.Scalar{T: 1700000000120, V: math.NaN()}},
+			data: &QueryData{ResultType: parser.ValueTypeScalar, Result: promql.Scalar{T: 1700000000120, V: math.NaN()}},
 			want: `{"status":"success","data":{"resultType":"scalar","result":[1700000000.12,"NaN"]}}`,
 		},
 		{
@@ -88,8 +89,8 @@ func TestEncodeSuccess(t *testing.T) {
 
 func TestEncodeFailure(t *testing.T) {
 	var out strings.Builder
-	require.NoError(t, encode(&out, func(s *jsoniter.Stream) {
-		writeFailure(s, invalidParam(errBoom, `x<y>&"`))
+	require.NoError(t, Encode(&out, func(s *jsoniter.Stream) {
+		WriteFailure(s, "bad_data", `invalid parameter "x<y>&\"": boom`)
 	}))
 	require.Equal(t, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"x\u003cy\u003e\u0026\\\"\": boom"}`, out.String())
 }
@@ -98,8 +99,8 @@ func TestEncodeError(t *testing.T) {
 	// Reflection-encoded values that jsoniter cannot write fail the
 	// response instead of producing broken JSON.
 	var out strings.Builder
-	err := encode(&out, func(s *jsoniter.Stream) {
-		writeSuccess(s, math.NaN(), nil, nil)
+	err := Encode(&out, func(s *jsoniter.Stream) {
+		WriteSuccess(s, math.NaN(), nil, nil)
 	})
 	require.Error(t, err)
 	require.Empty(t, out.String())
@@ -120,13 +121,13 @@ func BenchmarkEncodeMatrix(b *testing.B) {
 			m[i].Floats[j] = promql.FPoint{T: 1700000000000 + int64(j)*15000, F: float64(i*numPoints+j) / 7}
 		}
 	}
-	data := &queryData{resultType: parser.ValueTypeMatrix, result: m}
+	data := &QueryData{ResultType: parser.ValueTypeMatrix, Result: m}
 	var out countingWriter
 	iterations := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		err := encode(&out, func(s *jsoniter.Stream) {
-			writeSuccess(s, data, nil, nil)
+		err := Encode(&out, func(s *jsoniter.Stream) {
+			WriteSuccess(s, data, nil, nil)
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -180,14 +181,14 @@ func TestEncodeStreamsLargeResults(t *testing.T) {
 			want.WriteString(",")
 		}
 		var one strings.Builder
-		require.NoError(t, encode(&one, func(s *jsoniter.Stream) { writeSeries(s, &m[i]) }))
+		require.NoError(t, Encode(&one, func(s *jsoniter.Stream) { writeSeries(s, &m[i]) }))
 		want.WriteString(one.String())
 	}
 	want.WriteString(`]}}`)
 
 	var w chunkWriter
-	require.NoError(t, encode(&w, func(s *jsoniter.Stream) {
-		writeSuccess(s, &queryData{resultType: parser.ValueTypeMatrix, result: m}, nil, nil)
+	require.NoError(t, Encode(&w, func(s *jsoniter.Stream) {
+		WriteSuccess(s, &QueryData{ResultType: parser.ValueTypeMatrix, Result: m}, nil, nil)
 	}))
 	require.Greater(t, len(w.chunks), 2)
 	for _, c := range w.chunks[:len(w.chunks)-1] {
@@ -197,20 +198,11 @@ func TestEncodeStreamsLargeResults(t *testing.T) {
 
 	// A failing writer stops the encoding at the next boundary.
 	failing := chunkWriter{failAfter: 1}
-	err := encode(&failing, func(s *jsoniter.Stream) {
-		writeSuccess(s, &queryData{resultType: parser.ValueTypeMatrix, result: m}, nil, nil)
+	err := Encode(&failing, func(s *jsoniter.Stream) {
+		WriteSuccess(s, &QueryData{ResultType: parser.ValueTypeMatrix, Result: m}, nil, nil)
 	})
 	require.ErrorIs(t, err, errBoom)
 	require.Len(t, failing.chunks, 1)
 }
 
-func TestSendEncodingFailure(t *testing.T) {
-	a := New(nil, nil, nil, nil, BuildInfo{}, nil)
-	rec := httptest.NewRecorder()
-	a.send(rec, httptest.NewRequest(http.MethodGet, "/api/v1/query", nil), http.StatusOK, func(s *jsoniter.Stream) {
-		writeSuccess(s, math.Inf(1), nil, nil)
-	})
-	require.Equal(t, http.StatusInternalServerError, rec.Code)
-	require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"))
-	require.Contains(t, rec.Body.String(), "unsupported value")
-}
+var errBoom = errors.New("boom")

@@ -124,6 +124,7 @@ type Frontend struct {
 
 	queries     *prometheus.CounterVec
 	pieces      prometheus.Counter
+	sharded     *prometheus.CounterVec
 	cacheBytes  *prometheus.CounterVec
 	queryTime   *prometheus.HistogramVec
 	apiPrefixes []string
@@ -150,6 +151,10 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 			Name: "isobar_query_frontend_split_queries_total",
 			Help: "Requests to queriers that split range queries were made of (cache misses only).",
 		}),
+		sharded: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_query_frontend_sharded_queries_total",
+			Help: "Queries the query-frontend answered sharded, by endpoint.",
+		}, []string{"endpoint"}),
 		cacheBytes: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_results_cache_bytes_total",
 			Help: "Bytes of range query answers taken from the results cache (hit) and fetched from queriers (miss).",
@@ -295,6 +300,9 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := m.encode()
+	if q.plan != nil {
+		f.sharded.WithLabelValues("query_range").Inc()
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
@@ -343,6 +351,7 @@ func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 	took := time.Since(start)
 	f.queries.WithLabelValues("query", "200").Inc()
+	f.sharded.WithLabelValues("query").Inc()
 	f.queryTime.WithLabelValues("query").Observe(took.Seconds())
 	f.logger.Info("instant query", "tenant", id, "query", q.query, "time", q.start, "sharded", true,
 		"shard_requests", st.shardRequests.Load(), "fetched_bytes", st.fetchedBytes.Load(), "response_bytes", len(out), "duration", took)

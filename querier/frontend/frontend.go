@@ -53,6 +53,10 @@ type Config struct {
 	Parallelism             int                    `yaml:"querier_parallelism"`
 	MaxRetries              int                    `yaml:"max_retries"`
 	MaxShardedQueries       int                    `yaml:"query_sharding_max_sharded_queries"`
+	// EnableExperimentalFunctions is the queriers' setting
+	// (-querier.enable-experimental-functions): the frontend parses and
+	// evaluates parts of queries too.
+	EnableExperimentalFunctions bool `yaml:"-"`
 }
 
 // RegisterFlags registers the flags.
@@ -141,8 +145,7 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 		queue:  newQueue(downstream, cfg.Parallelism, cfg.MaxOutstandingPerTenant, cfg.MaxRetries, reg),
 		logger: logger.With("component", "query-frontend"),
 		now:    time.Now,
-		parser: parser.NewParser(parser.Options{}),
-		engine: newOuterEngine(),
+		parser: parser.NewParser(parser.Options{EnableExperimentalFunctions: cfg.EnableExperimentalFunctions}),
 		queries: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_queries_total",
 			Help: "Requests the query-frontend answered, by endpoint and status code.",
@@ -168,6 +171,7 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"endpoint"}),
 	}
+	f.engine = newOuterEngine(f.parser)
 	stop := func() {}
 	switch {
 	case !cfg.CacheResults:

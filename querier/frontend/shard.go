@@ -43,11 +43,11 @@ func (p *shardPlan) requests() int {
 // min, max, group, avg, topk, bottomk over series-local expressions) run
 // as shards queries each, merged by the same aggregation in the frontend.
 // It returns nil when nothing in expr can be sharded.
-func planShards(expr parser.Expr, shards int) *shardPlan {
+func planShards(pr parser.Parser, expr parser.Expr, shards int) *shardPlan {
 	if shards < 2 {
 		return nil
 	}
-	p := &planner{shards: shards}
+	p := &planner{parser: pr, shards: shards}
 	outer, sharded := p.rewrite(expr)
 	if !sharded || p.failed {
 		return nil
@@ -56,6 +56,7 @@ func planShards(expr parser.Expr, shards int) *shardPlan {
 }
 
 type planner struct {
+	parser parser.Parser // that parsed the query
 	shards int
 	legs   []shardLeg
 	failed bool // a sharded part sits where the outer query cannot read it
@@ -176,7 +177,7 @@ func (p *planner) embed(e parser.Expr, shards int, labelled bool) parser.Expr {
 	if shards > 1 {
 		leg.queries = leg.queries[:0]
 		for i := range shards {
-			q, err := withShard(e, shard.Shard{Index: uint64(i), Count: uint64(shards)})
+			q, err := p.withShard(e, shard.Shard{Index: uint64(i), Count: uint64(shards)})
 			if err != nil {
 				p.failed = true
 				return e
@@ -309,8 +310,8 @@ func readsSeries(e parser.Expr) bool {
 }
 
 // withShard prints e with every selector limited to shard s.
-func withShard(e parser.Expr, s shard.Shard) (string, error) {
-	c, err := parser.NewParser(parser.Options{}).ParseExpr(e.String()) // a copy to change
+func (p *planner) withShard(e parser.Expr, s shard.Shard) (string, error) {
+	c, err := p.parser.ParseExpr(e.String()) // a copy to change
 	if err != nil {
 		return "", err
 	}

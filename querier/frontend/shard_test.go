@@ -60,9 +60,10 @@ func TestPlanShards(t *testing.T) {
 			`sum(x{__query_shard__="1_of_2"})`, `sum(x{__query_shard__="2_of_2"})`, `y`}},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
-			expr, err := parser.NewParser(parser.Options{}).ParseExpr(tc.query)
+			p := parser.NewParser(parser.Options{})
+			expr, err := p.ParseExpr(tc.query)
 			require.NoError(t, err)
-			plan := planShards(expr, 2)
+			plan := planShards(p, expr, 2)
 			if tc.outer == "" {
 				require.Nil(t, plan)
 				return

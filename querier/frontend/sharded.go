@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"golang.org/x/sync/errgroup"
@@ -30,8 +31,9 @@ import (
 // selectors read the legs' answers, one point per evaluation time and a
 // stale marker after the last of a run, so the lookback does not matter;
 // the queriers enforce the query limits on the legs.
-func newOuterEngine() *promql.Engine {
+func newOuterEngine(p parser.Parser) *promql.Engine {
 	return promql.NewEngine(promql.EngineOpts{
+		Parser:               p,
 		MaxSamples:           math.MaxInt,
 		Timeout:              time.Hour, // the request's context bounds it
 		LookbackDelta:        5 * time.Minute,
@@ -52,7 +54,7 @@ func (f *Frontend) planFor(id, query string, pieces int) *shardPlan {
 	if err != nil {
 		return nil // the querier words the error
 	}
-	plan := planShards(expr, shards)
+	plan := planShards(f.parser, expr, shards)
 	if plan == nil {
 		return nil
 	}
@@ -70,7 +72,7 @@ func (f *Frontend) planFor(id, query string, pieces int) *shardPlan {
 		}
 	}
 	if n := (budget - whole) / sharded; n >= 2 {
-		return planShards(expr, n)
+		return planShards(f.parser, expr, n)
 	}
 	return nil
 }
@@ -89,6 +91,23 @@ func (f *Frontend) fetchSharded(ctx context.Context, id string, q *rangeQuery, s
 // evalSharded evaluates q's plan over [start, end] (an instant query when
 // q.step is 0) and encodes the answer as the querier would.
 func (f *Frontend) evalSharded(ctx context.Context, id string, q *rangeQuery, start, end int64, st *queryStats) ([]byte, *errorResponse, error) {
+	var buf bytes.Buffer
+	er, err := f.evalShardedValue(ctx, id, q, start, end, st, func(v parser.Value, warnings, infos []string) error {
+		return promapi.Encode(&buf, func(s *jsoniter.Stream) {
+			promapi.WriteSuccess(s, &promapi.QueryData{ResultType: v.Type(), Result: v}, warnings, infos)
+		})
+	})
+	if err != nil || er != nil {
+		return nil, er, err
+	}
+	return buf.Bytes(), nil, nil
+}
+
+// evalShardedValue evaluates q's plan and hands the answer, its warnings
+// and infos to use, which must not keep the answer: the engine reuses its
+// memory once the query is closed. It returns a querier's error answer or
+// a failure to ask (or of use).
+func (f *Frontend) evalShardedValue(ctx context.Context, id string, q *rangeQuery, start, end int64, st *queryStats, use func(v parser.Value, warnings, infos []string) error) (*errorResponse, error) {
 	src := &legSource{f: f, id: id, q: q, start: start, end: end, st: st}
 	var (
 		qry promql.Query
@@ -100,27 +119,24 @@ func (f *Frontend) evalSharded(ctx context.Context, id string, q *rangeQuery, st
 		qry, err = f.engine.NewRangeQuery(ctx, src, nil, q.plan.outer, time.UnixMilli(start), time.UnixMilli(end), time.Duration(q.step)*time.Millisecond)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("prepare the outer query %q of a sharded query: %w", q.plan.outer, err)
+		return nil, fmt.Errorf("prepare the outer query %q of a sharded query: %w", q.plan.outer, err)
 	}
 	defer qry.Close()
 	res := qry.Exec(ctx)
 	if er, err := src.failure(); er != nil || err != nil {
-		return nil, er, err
+		return er, err
 	}
 	if res.Err != nil {
-		return nil, executionError(res.Err), nil
+		return executionError(res.Err), nil
 	}
 	warnings, infos := res.Warnings.AsStrings("", 0, 0)
 	src.mu.Lock()
 	warnings, infos = union(warnings, src.warnings), union(infos, src.infos)
 	src.mu.Unlock()
-	var buf bytes.Buffer
-	if err := promapi.Encode(&buf, func(s *jsoniter.Stream) {
-		promapi.WriteSuccess(s, &promapi.QueryData{ResultType: res.Value.Type(), Result: res.Value}, warnings, infos)
-	}); err != nil {
-		return nil, nil, fmt.Errorf("encode a sharded answer: %w", err)
+	if err := use(res.Value, warnings, infos); err != nil {
+		return nil, fmt.Errorf("encode a sharded answer: %w", err)
 	}
-	return buf.Bytes(), nil, nil
+	return nil, nil
 }
 
 // executionError answers an error of the outer query as a querier would.

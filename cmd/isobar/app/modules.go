@@ -213,7 +213,9 @@ func (a *App) initQueryFrontend() (services.Service, error) {
 	} else if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
 		return nil, err
 	}
-	f, err := frontend.New(a.cfg.QueryFrontend, downstream, a.overrides, a.logger, a.reg)
+	cfg := a.cfg.QueryFrontend
+	cfg.EnableExperimentalFunctions = a.cfg.Querier.Config.EnableExperimentalFunctions
+	f, err := frontend.New(cfg, downstream, a.overrides, a.logger, a.reg)
 	if err != nil {
 		return nil, err
 	}

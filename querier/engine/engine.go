@@ -66,11 +66,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*promql.En
 		EnableNegativeOffset:     true,
 		EnablePerStepStats:       true,
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
-		Parser:                   parser.NewParser(parser.Options{EnableExperimentalFunctions: cfg.EnableExperimentalFunctions}),
+		Parser:                   parser.NewParser(ParserOptions(cfg)),
 	}
 	if tracker == nil {
 		return promql.NewEngine(opts), io.NopCloser(nil), nil
 	}
 	opts.ActiveQueryTracker = tracker
 	return promql.NewEngine(opts), tracker, nil
+}
+
+// ParserOptions is how the engine parses PromQL.
+func ParserOptions(cfg Config) parser.Options {
+	return parser.Options{EnableExperimentalFunctions: cfg.EnableExperimentalFunctions}
 }

@@ -53,10 +53,10 @@ type Config struct {
 	Parallelism             int                    `yaml:"querier_parallelism"`
 	MaxRetries              int                    `yaml:"max_retries"`
 	MaxShardedQueries       int                    `yaml:"query_sharding_max_sharded_queries"`
-	// EnableExperimentalFunctions is the queriers' setting
-	// (-querier.enable-experimental-functions): the frontend parses and
+	// Parser is how the queriers parse PromQL (their
+	// -querier.enable-experimental-functions): the frontend parses and
 	// evaluates parts of queries too.
-	EnableExperimentalFunctions bool `yaml:"-"`
+	Parser parser.Options `yaml:"-"`
 }
 
 // RegisterFlags registers the flags.
@@ -145,7 +145,7 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 		queue:  newQueue(downstream, cfg.Parallelism, cfg.MaxOutstandingPerTenant, cfg.MaxRetries, reg),
 		logger: logger.With("component", "query-frontend"),
 		now:    time.Now,
-		parser: parser.NewParser(parser.Options{EnableExperimentalFunctions: cfg.EnableExperimentalFunctions}),
+		parser: parser.NewParser(cfg.Parser),
 		queries: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_queries_total",
 			Help: "Requests the query-frontend answered, by endpoint and status code.",

@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -238,6 +239,11 @@ func shardable(a *parser.AggregateExpr) bool {
 			return false
 		}
 	default:
+		return false
+	}
+	if !a.Without && slices.Contains(a.Grouping, labels.MetricName) {
+		// With delayed name removal the shards' answers lose the name
+		// they were grouped by.
 		return false
 	}
 	return seriesLocal(a.Expr)

@@ -214,7 +214,7 @@ func (a *App) initQueryFrontend() (services.Service, error) {
 		return nil, err
 	}
 	cfg := a.cfg.QueryFrontend
-	cfg.EnableExperimentalFunctions = a.cfg.Querier.Config.EnableExperimentalFunctions
+	cfg.Parser = engine.ParserOptions(a.cfg.Querier.Config)
 	f, err := frontend.New(cfg, downstream, a.overrides, a.logger, a.reg)
 	if err != nil {
 		return nil, err

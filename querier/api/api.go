@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -51,8 +52,17 @@ type MetadataQuerier interface {
 type Config struct {
 	// EnableExperimentalFunctions makes format_query and query_exemplars
 	// accept experimental PromQL functions. It should match the engine's
-	// parser options.
-	EnableExperimentalFunctions bool
+	// parser options (set by the app).
+	EnableExperimentalFunctions bool `yaml:"-"`
+	// DefaultMetadataWindow is how far back from end (or now) series,
+	// labels and label values look when the request has no start; 0 is
+	// all time, as Prometheus does.
+	DefaultMetadataWindow time.Duration `yaml:"series_and_labels_default_window"`
+}
+
+// RegisterFlags registers the API's flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.DurationVar(&c.DefaultMetadataWindow, "querier.series-and-labels-default-window", 24*time.Hour, "How far back from end (or now) series, labels and label values requests without a start look: a tool that asks for every label of all time reads one day, not the whole bucket. 0 means all time.")
 }
 
 // BuildInfo is the answer of the status/buildinfo endpoint.
@@ -83,6 +93,8 @@ type API struct {
 	logger      *slog.Logger
 	parser      parser.Parser
 	now         func() time.Time
+	// metadataWindow is Config.DefaultMetadataWindow.
+	metadataWindow time.Duration
 }
 
 // New returns an API that evaluates queries with engine over queryable and
@@ -108,6 +120,7 @@ func New(engine promql.QueryEngine, queryable storage.Queryable, exemplars stora
 func (a *API) WithConfig(cfg Config) *API {
 	c := *a
 	c.parser = parser.NewParser(parser.Options{EnableExperimentalFunctions: cfg.EnableExperimentalFunctions})
+	c.metadataWindow = cfg.DefaultMetadataWindow
 	return &c
 }
 
@@ -408,13 +421,9 @@ func (a *API) labelNames(r *http.Request) (res result) {
 	if err != nil {
 		return failed(invalidParam(err, "limit"))
 	}
-	start, err := parseTimeParam(r, "start", minTime)
-	if err != nil {
-		return failed(invalidParam(err, "start"))
-	}
-	end, err := parseTimeParam(r, "end", maxTime)
-	if err != nil {
-		return failed(invalidParam(err, "end"))
+	start, end, apiErr := a.metadataRange(r)
+	if apiErr != nil {
+		return failed(apiErr)
 	}
 	matcherSets, err := parseMatchers(a.parser, r.Form["match[]"])
 	if err != nil {
@@ -489,13 +498,9 @@ func (a *API) labelValues(r *http.Request) (res result) {
 	if err != nil {
 		return failed(invalidParam(err, "limit"))
 	}
-	start, err := parseTimeParam(r, "start", minTime)
-	if err != nil {
-		return failed(invalidParam(err, "start"))
-	}
-	end, err := parseTimeParam(r, "end", maxTime)
-	if err != nil {
-		return failed(invalidParam(err, "end"))
+	start, end, apiErr := a.metadataRange(r)
+	if apiErr != nil {
+		return failed(apiErr)
 	}
 	matcherSets, err := parseMatchers(a.parser, r.Form["match[]"])
 	if err != nil {
@@ -569,13 +574,9 @@ func (a *API) series(r *http.Request) (res result) {
 	if err != nil {
 		return failed(invalidParam(err, "limit"))
 	}
-	start, err := parseTimeParam(r, "start", minTime)
-	if err != nil {
-		return failed(invalidParam(err, "start"))
-	}
-	end, err := parseTimeParam(r, "end", maxTime)
-	if err != nil {
-		return failed(invalidParam(err, "end"))
+	start, end, apiErr := a.metadataRange(r)
+	if apiErr != nil {
+		return failed(apiErr)
 	}
 	matcherSets, err := parseMatchers(a.parser, r.Form["match[]"])
 	if err != nil {
@@ -687,4 +688,27 @@ func (a *API) metricMetadata(r *http.Request) result {
 
 func (a *API) buildInfo(*http.Request) result {
 	return result{data: &a.build}
+}
+
+// metadataRange reads the start and end of a series, labels or label
+// values request: without a start, the metadata window before end, or
+// before now when there is no end either.
+func (a *API) metadataRange(r *http.Request) (time.Time, time.Time, *apiError) {
+	end, err := parseTimeParam(r, "end", maxTime)
+	if err != nil {
+		return time.Time{}, time.Time{}, invalidParam(err, "end")
+	}
+	defaultStart := minTime
+	if a.metadataWindow > 0 {
+		from := end
+		if r.FormValue("end") == "" {
+			from = a.now()
+		}
+		defaultStart = from.Add(-a.metadataWindow)
+	}
+	start, err := parseTimeParam(r, "start", defaultStart)
+	if err != nil {
+		return time.Time{}, time.Time{}, invalidParam(err, "start")
+	}
+	return start, end, nil
 }

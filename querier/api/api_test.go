@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/isobar-tsdb/isobar/pkg/promapi"
 	jsoniter "github.com/json-iterator/go"
@@ -384,4 +387,43 @@ func TestSendEncodingFailure(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, rec.Code)
 	require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"))
 	require.Contains(t, rec.Body.String(), "unsupported value")
+}
+
+// Series, labels and label values without a start look back the default
+// window from end, or from now; with a start, as far as it says.
+func TestMetadataDefaultWindow(t *testing.T) {
+	s := newTestServer(t) // samples from baseMs to baseMs+30s; now is baseMs+30s
+	mux := http.NewServeMux()
+	a := s.api.WithConfig(Config{DefaultMetadataWindow: time.Hour})
+	a.Register(mux, "/api/v1")
+	s.mux = mux
+	at := func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64) }
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		want string
+	}{
+		{"now inside the window", nil, `"job"`},
+		{"end two hours after: the window misses the samples", url.Values{"end": {at(baseMs + 2*3600_000)}}, `[]`},
+		{"an explicit start reaches them", url.Values{"start": {"0"}, "end": {at(baseMs + 2*3600_000)}}, `"job"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, path := range []string{"/api/v1/labels", "/api/v1/label/job/values"} {
+				res := s.do(t, context.Background(), http.MethodGet, path, tc.form)
+				require.Equal(t, http.StatusOK, res.code, res.body)
+				if tc.want == "[]" {
+					require.Contains(t, res.body, `"data":[]`, path)
+				} else {
+					require.NotContains(t, res.body, `"data":[]`, path)
+				}
+			}
+			form := url.Values{"match[]": {"up"}}
+			for k, v := range tc.form {
+				form[k] = v
+			}
+			res := s.do(t, context.Background(), http.MethodGet, "/api/v1/series", form)
+			require.Equal(t, http.StatusOK, res.code, res.body)
+			require.Equal(t, tc.want == "[]", strings.Contains(res.body, `"data":[]`), res.body)
+		})
+	}
 }

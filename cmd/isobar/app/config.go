@@ -24,6 +24,7 @@ import (
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/querier/frontend"
 	"github.com/isobar-tsdb/isobar/querier/queryable"
@@ -67,6 +68,7 @@ type Config struct {
 type QuerierConfig struct {
 	engine.Config `yaml:",inline"`
 	Storage       queryable.Config `yaml:",inline"`
+	API           api.Config       `yaml:",inline"`
 }
 
 // StoreGatewayConfig configures the store-gateway and its ring.
@@ -107,6 +109,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Ingester.RegisterFlags(f)
 	c.Querier.Config.RegisterFlags(f)
 	c.Querier.Storage.RegisterFlags(f)
+	c.Querier.API.RegisterFlags(f)
 	c.QueryFrontend.RegisterFlags(f)
 	c.Bucket.RegisterFlags(f)
 	c.StoreGateway.Config.RegisterFlags(f)

@@ -319,7 +319,7 @@ func (a *App) initQuerier() (services.Service, error) {
 		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger).WithCardinality(ingesters)
 	}
 	prom = prom.
-		WithConfig(api.Config{EnableExperimentalFunctions: a.cfg.Querier.EnableExperimentalFunctions})
+		WithConfig(a.apiConfig())
 	// With a frontend in the process, it is the front door and asks this
 	// querier through an inner mux; otherwise the querier is.
 	mux := a.server.mux
@@ -338,4 +338,12 @@ func (a *App) initQuerier() (services.Service, error) {
 			}), nil
 	}
 	return services.NewIdleService(nil, closeTracker), nil
+}
+
+// apiConfig is the querier API's configuration, with the engine's parser
+// setting.
+func (a *App) apiConfig() api.Config {
+	c := a.cfg.Querier.API
+	c.EnableExperimentalFunctions = a.cfg.Querier.EnableExperimentalFunctions
+	return c
 }

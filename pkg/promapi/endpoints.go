@@ -26,14 +26,15 @@ var (
 	BuildInfo      = Endpoint{"/status/buildinfo", []string{http.MethodGet}}
 	StatusTSDB     = Endpoint{"/status/tsdb", []string{http.MethodGet}}
 	// Mimir's cardinality endpoints.
-	CardinalityLabelNames  = Endpoint{"/cardinality/label_names", getPost}
-	CardinalityLabelValues = Endpoint{"/cardinality/label_values", getPost}
+	CardinalityLabelNames   = Endpoint{"/cardinality/label_names", getPost}
+	CardinalityLabelValues  = Endpoint{"/cardinality/label_values", getPost}
+	CardinalityActiveSeries = Endpoint{"/cardinality/active_series", getPost}
 )
 
 // Endpoints lists every endpoint.
 func Endpoints() []Endpoint {
 	return []Endpoint{Query, QueryRange, QueryExemplars, FormatQuery, Labels, LabelValues, Series, Metadata, BuildInfo,
-		StatusTSDB, CardinalityLabelNames, CardinalityLabelValues}
+		StatusTSDB, CardinalityLabelNames, CardinalityLabelValues, CardinalityActiveSeries}
 }
 
 // Register mounts h on mux for every method of e under prefix.

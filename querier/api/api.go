@@ -147,6 +147,7 @@ func (a *API) Register(mux *http.ServeMux, prefix string) {
 	}
 	promapi.CardinalityLabelNames.Register(mux, prefix, http.HandlerFunc(a.cardinalityLabelNames))
 	promapi.CardinalityLabelValues.Register(mux, prefix, http.HandlerFunc(a.cardinalityLabelValues))
+	promapi.CardinalityActiveSeries.Register(mux, prefix, a.wrap(a.activeSeries))
 }
 
 // result is what a handler produces: data or an error, annotations, and a

@@ -427,3 +427,25 @@ func TestMetadataDefaultWindow(t *testing.T) {
 		})
 	}
 }
+
+func TestActiveSeries(t *testing.T) {
+	s := newTestServer(t) // now is baseMs+30s, the last samples' time
+	res := s.do(t, context.Background(), http.MethodGet, "/api/v1/cardinality/active_series", url.Values{"selector": {`up`}})
+	require.Equal(t, http.StatusOK, res.code, res.body)
+	require.Equal(t, `{"status":"success","data":[{"__name__":"up","job":"a"},{"__name__":"up","job":"b"}]}`, res.body)
+
+	res = s.do(t, context.Background(), http.MethodGet, "/api/v1/cardinality/active_series", url.Values{"selector": {`up`}, "limit": {"1"}})
+	require.Equal(t, `{"status":"success","data":[{"__name__":"up","job":"a"}],"warnings":["results truncated due to limit"]}`, res.body)
+
+	res = s.do(t, context.Background(), http.MethodGet, "/api/v1/cardinality/active_series", nil)
+	require.Equal(t, http.StatusBadRequest, res.code, res.body)
+	require.Contains(t, res.body, "selector is required")
+
+	// An hour later nothing is active.
+	s.api.now = func() time.Time { return time.UnixMilli(baseMs + 3600_000) }
+	mux := http.NewServeMux()
+	s.api.Register(mux, "/api/v1")
+	s.mux = mux
+	res = s.do(t, context.Background(), http.MethodGet, "/api/v1/cardinality/active_series", url.Values{"selector": {`up`}})
+	require.Equal(t, `{"status":"success","data":[]}`, res.body)
+}

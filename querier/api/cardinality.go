@@ -7,8 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/timestamp"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/annotations"
 )
 
 // CardinalityQuerier answers cardinality questions about the heads of the
@@ -193,6 +198,56 @@ func (a *API) askCardinality(r *http.Request, req *rpc.CardinalityRequest) (*rpc
 	all := *req
 	all.Limit = 0
 	return a.cardinality.Cardinality(r.Context(), &all)
+}
+
+// activeSeriesWindow is how recent a series' last sample must be for the
+// series to be active: the idle time after which an ingester stops
+// counting it (Mimir's default).
+const activeSeriesWindow = 20 * time.Minute
+
+// activeSeries answers Mimir's /cardinality/active_series: the label sets
+// of the series the selector picks that have samples in the last 20
+// minutes, at most limit of them (0: all) with a warning when cut.
+func (a *API) activeSeries(r *http.Request) (res result) {
+	selector := r.FormValue("selector")
+	if selector == "" {
+		return failed(badData(errors.New("selector is required")))
+	}
+	sets, err := parseMatchers(a.parser, []string{selector})
+	if err != nil {
+		return failed(invalidParam(err, "selector"))
+	}
+	limit, err := parseLimit(r.FormValue("limit"))
+	if err != nil {
+		return failed(invalidParam(err, "limit"))
+	}
+	end := a.now()
+	start := end.Add(-activeSeriesWindow)
+	q, err := a.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
+	if err != nil {
+		return failed(queryError(err))
+	}
+	defer func() {
+		if res.finalizer == nil {
+			q.Close()
+		}
+	}()
+	hints := &storage.SelectHints{Start: timestamp.FromTime(start), End: timestamp.FromTime(end), Func: "series", Limit: hintLimit(limit)}
+	set := q.Select(r.Context(), true, hints, sets[0]...)
+	out := []labels.Labels{}
+	var warnings annotations.Annotations
+	for set.Next() {
+		if limit > 0 && len(out) == limit {
+			warnings = warnings.Add(errTruncated)
+			break
+		}
+		out = append(out, set.At().Labels())
+	}
+	if err := set.Err(); err != nil {
+		return result{err: queryError(err), finalizer: func() { q.Close() }}
+	}
+	warnings.Merge(set.Warnings())
+	return result{data: out, warnings: warnings, finalizer: func() { q.Close() }}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

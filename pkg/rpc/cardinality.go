@@ -71,6 +71,7 @@ type StatList struct {
 type CardinalityResponse struct {
 	NumSeries, NumLabelPairs uint64
 	MinTime, MaxTime         int64
+	ChunkCount               uint64 // in memory, of the head (CardinalityStatus)
 	Lists                    []StatList
 }
 
@@ -90,15 +91,16 @@ func cardinalityFrames(r *CardinalityResponse) []*CardinalityResponse {
 	return []*CardinalityResponse{r}
 }
 
-// ServeCardinality answers req from a tenant's head.
-func ServeCardinality(ctx context.Context, head *tsdb.Head, req *CardinalityRequest) (*CardinalityResponse, error) {
+// ServeCardinality answers req from a tenant's head; chunks is its count
+// of chunks in memory.
+func ServeCardinality(ctx context.Context, head *tsdb.Head, chunks uint64, req *CardinalityRequest) (*CardinalityResponse, error) {
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
 	}
 	if req.Kind == CardinalityStatus {
 		st := head.Stats(labels.MetricName, limit)
-		resp := &CardinalityResponse{NumSeries: st.NumSeries, MinTime: st.MinTime, MaxTime: st.MaxTime}
+		resp := &CardinalityResponse{NumSeries: st.NumSeries, MinTime: st.MinTime, MaxTime: st.MaxTime, ChunkCount: chunks}
 		if ps := st.IndexPostingStats; ps != nil {
 			resp.NumLabelPairs = uint64(ps.NumLabelPairs)
 			resp.Lists = []StatList{
@@ -229,6 +231,7 @@ func MergeCardinality(answers []*CardinalityResponse, copies float64, limit int)
 	var order []string
 	for i, a := range answers {
 		out.NumSeries += a.NumSeries
+		out.ChunkCount += a.ChunkCount
 		out.NumLabelPairs = max(out.NumLabelPairs, a.NumLabelPairs)
 		if i == 0 || a.MinTime < out.MinTime {
 			out.MinTime = a.MinTime
@@ -257,6 +260,7 @@ func MergeCardinality(answers []*CardinalityResponse, copies float64, limit int)
 		}
 	}
 	out.NumSeries = per(out.NumSeries)
+	out.ChunkCount = per(out.ChunkCount)
 	for _, name := range order {
 		div := per
 		if countsDistinct(name) {
@@ -327,11 +331,11 @@ func (r *CardinalityRequest) Unmarshal(b []byte) error {
 	})
 }
 
-// Marshal encodes the answer: 1-4 the head figures, 6 the lists (each: 1
+// Marshal encodes the answer: 1-5 the head figures, 6 the lists (each: 1
 // name, 2 total, 3 stats of 1 name and 2 value).
 func (r *CardinalityResponse) Marshal() ([]byte, error) {
 	var b []byte
-	for i, v := range []uint64{r.NumSeries, r.NumLabelPairs, uint64(r.MinTime), uint64(r.MaxTime)} {
+	for i, v := range []uint64{r.NumSeries, r.NumLabelPairs, uint64(r.MinTime), uint64(r.MaxTime), r.ChunkCount} {
 		b = protowire.AppendTag(b, protowire.Number(i+1), protowire.VarintType)
 		b = protowire.AppendVarint(b, v)
 	}
@@ -369,6 +373,8 @@ func (r *CardinalityResponse) Unmarshal(b []byte) error {
 			r.MinTime = int64(v)
 		case 4:
 			r.MaxTime = int64(v)
+		case 5:
+			r.ChunkCount = v
 		case 6:
 			var l StatList
 			err := eachField(bytes, func(num protowire.Number, v uint64, bytes []byte) error {

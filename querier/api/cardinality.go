@@ -71,6 +71,7 @@ func (a *API) tsdbStatus(r *http.Request) result {
 	type headStats struct {
 		NumSeries     uint64 `json:"numSeries"`
 		NumLabelPairs uint64 `json:"numLabelPairs"`
+		ChunkCount    uint64 `json:"chunkCount"`
 		MinTime       int64  `json:"minTime"`
 		MaxTime       int64  `json:"maxTime"`
 	}
@@ -81,7 +82,7 @@ func (a *API) tsdbStatus(r *http.Request) result {
 		MemoryInBytesByLabelName    []stat    `json:"memoryInBytesByLabelName"`
 		SeriesCountByLabelValuePair []stat    `json:"seriesCountByLabelValuePair"`
 	}{
-		HeadStats:                   headStats{resp.NumSeries, resp.NumLabelPairs, resp.MinTime, resp.MaxTime},
+		HeadStats:                   headStats{resp.NumSeries, resp.NumLabelPairs, resp.ChunkCount, resp.MinTime, resp.MaxTime},
 		SeriesCountByMetricName:     list(rpc.SeriesCountByMetricName),
 		LabelValueCountByLabelName:  list(rpc.LabelValueCountByLabelName),
 		MemoryInBytesByLabelName:    list(rpc.MemoryInBytesByLabelName),

@@ -69,7 +69,7 @@ func (r *dbReader) LabelValues(ctx context.Context, req *rpc.LabelsRequest) ([]s
 }
 
 func (r *dbReader) Cardinality(ctx context.Context, req *rpc.CardinalityRequest) (*rpc.CardinalityResponse, error) {
-	return rpc.ServeCardinality(ctx, r.db.Head(), req)
+	return rpc.ServeCardinality(ctx, r.db.Head(), 0, req)
 }
 
 func (r *dbReader) add(t testing.TB, ls labels.Labels, from, to int64) {

@@ -104,5 +104,20 @@ func (i *Ingester) Cardinality(ctx context.Context, req *rpc.CardinalityRequest)
 		return &rpc.CardinalityResponse{}, nil
 	}
 	defer t.inUse.RUnlock()
-	return rpc.ServeCardinality(ctx, t.db.Head(), req)
+	return rpc.ServeCardinality(ctx, t.db.Head(), t.headChunks(), req)
+}
+
+// headChunks is the tenant's count of head chunks in memory, as its TSDB
+// exports it.
+func (t *tenantDB) headChunks() uint64 {
+	mfs, err := t.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "prometheus_tsdb_head_chunks" && len(mf.GetMetric()) == 1 {
+			return uint64(mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	return 0
 }

@@ -154,6 +154,7 @@ func TestClusterAnswersAtFleetScale(t *testing.T) {
 			HeadStats struct {
 				NumSeries     uint64 `json:"numSeries"`
 				NumLabelPairs uint64 `json:"numLabelPairs"`
+				ChunkCount    uint64 `json:"chunkCount"`
 				MinTime       int64  `json:"minTime"`
 				MaxTime       int64  `json:"maxTime"`
 			} `json:"headStats"`
@@ -166,6 +167,7 @@ func TestClusterAnswersAtFleetScale(t *testing.T) {
 		cq.mustGet(t, "/api/v1/status/tsdb", nil, &got)
 		sq.mustGet(t, "/api/v1/status/tsdb", nil, &want)
 		require.Equal(t, uint64(fleetSeries), got.HeadStats.NumSeries)
+		require.Equal(t, uint64(fleetSeries), got.HeadStats.ChunkCount, "one head chunk a series")
 		require.Equal(t, want, got, "cluster (got) and single binary (want)")
 		require.Equal(t, []stat{{"port", fleetSeries}, {"hypervisor", fleetHypervisors}, {"project", 37}, {"__name__", 1}}, got.LabelValueCountByLabelName)
 
@@ -198,6 +200,14 @@ func TestClusterAnswersAtFleetScale(t *testing.T) {
 		require.Len(t, cv.Labels, 1)
 		require.Equal(t, 37, cv.Labels[0].LabelValuesCount)
 		require.Len(t, cv.Labels[0].Cardinality, 3)
+
+		// The active series of a selector.
+		var ca, sa []map[string]string
+		params = url.Values{"selector": {`openstack_vnic_rx_bytes_total{hypervisor="cmp-0001"}`}}
+		cq.mustGet(t, "/api/v1/cardinality/active_series", params, &ca)
+		sq.mustGet(t, "/api/v1/cardinality/active_series", params, &sa)
+		require.Len(t, ca, fleetSeries/fleetHypervisors)
+		require.Equal(t, sa, ca)
 	})
 
 	timed("metadata", func() {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -370,4 +371,79 @@ func sameAnswer(t *testing.T, want, got string, msgAndArgs ...any) {
 	require.NoError(t, json.Unmarshal([]byte(want), &wi))
 	require.NoError(t, json.Unmarshal([]byte(got), &gi))
 	require.Equal(t, len(wi.Infos) > 0, len(gi.Infos) > 0, msgAndArgs...)
+}
+
+// TestQueryFrontendIsFairToTenants floods a query-frontend that has one
+// querier connection with one tenant's slow queries: another tenant's
+// query waits for the one slow query running, not for the flood. The
+// bound: at most twice one slow query's time alone, plus a second. A
+// first-come queue would make it wait for the whole flood (12 queries).
+func TestQueryFrontendIsFairToTenants(t *testing.T) {
+	c := startCluster(t, "-auth.multitenancy-enabled=true")
+	fe := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "query-frontend", "query-frontend", freeAddr(t),
+		"-auth.multitenancy-enabled=true", "-query-frontend.downstream-url="+c.querier.URL,
+		"-query-frontend.querier-parallelism=1", "-query-frontend.cache-results=false",
+		"-query-frontend.split-queries-by-interval=0", "-query-frontend.query-sharding-total-shards=0")...)
+
+	// Six hours of 2000 series for the busy tenant, one series for the
+	// quiet one.
+	now := time.Now().Truncate(time.Minute).UnixMilli()
+	from := now - 6*3600_000
+	const step = 15_000
+	for ts := from; ts < now; ts += 120 * step {
+		req := &prompb.WriteRequest{}
+		for i := range 2000 {
+			var samples []prompb.Sample
+			for k := range int64(120) {
+				if t := ts + k*step; t < now {
+					samples = append(samples, sample(t, float64(t-from)/1000*float64(i%5+1)))
+				}
+			}
+			req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_fair_cpu_seconds_total", "hypervisor", fmt.Sprintf("cmp-%04d", i)}, samples...))
+		}
+		mustPush(t, c.distributor.URL, "busy", req)
+	}
+	mustPush(t, c.distributor.URL, "quiet", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]string{"__name__", "e2e_fair_up"}, sample(now-step, 1)),
+	}})
+
+	busy, quiet := apiClient{base: fe.URL, tenant: "busy"}, apiClient{base: fe.URL, tenant: "quiet"}
+	slow := url.Values{"query": {`sum(rate(e2e_fair_cpu_seconds_total[5m]))`},
+		"start": {fmtTime(from)}, "end": {fmtTime(now)}, "step": {"15"}}
+	runSlow := func() time.Duration {
+		start := time.Now()
+		code, body, err := busy.getRaw("/api/v1/query_range", slow)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, code, "%.300s", body)
+		return time.Since(start)
+	}
+	alone := max(runSlow(), runSlow())
+	t.Logf("one slow query alone: %s", alone)
+
+	const flood = 12
+	var wg sync.WaitGroup
+	floodStart := time.Now()
+	for range flood {
+		wg.Go(func() { runSlow() })
+	}
+	// Every slow query is in: one runs, the others wait.
+	waitFor(t, 30*time.Second, "the flood queued", func() error {
+		_, body, err := httpGet(fe.URL+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf(`isobar_query_frontend_queue_length{tenant="busy"} %d`, flood-1); !strings.Contains(body, want) {
+			return fmt.Errorf("no %s yet", want)
+		}
+		return nil
+	})
+	start := time.Now()
+	got := quiet.query(t, `e2e_fair_up`, now)
+	waited := time.Since(start)
+	wg.Wait()
+	floodTook := time.Since(floodStart)
+	t.Logf("quiet tenant's query behind the flood: %s; the flood took %s", waited, floodTook)
+	require.Len(t, got.Series, 1)
+	require.Less(t, waited, 2*alone+time.Second, "the quiet tenant waits for the query running, not the flood")
+	require.Greater(t, floodTook, flood*alone/2, "the flood was queued behind one querier connection")
 }

@@ -3,6 +3,7 @@
 # 1 distributor (push to :9009), 1 querier (:9010) behind a query-frontend
 # (query at :9016), 1 store-gateway and 1 compactor, joined by memberlist gossip and sharing a filesystem
 # bucket. Data, bucket and logs go under ./data/cluster. Ctrl-C stops it.
+# ISOBAR_FLAGS (space-separated) go to every member.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ISOBAR_BIN:-./isobar}
@@ -17,7 +18,7 @@ start() { # name http-port grpc-port memberlist-port target [flags...]
     -server.http-listen-address=127.0.0.1 -server.http-listen-port="$http" -server.grpc-listen-port="$grpc" \
     -ring.store=memberlist -ring.instance-id="$name" -ring.instance-addr=127.0.0.1 \
     -memberlist.bind-addr=127.0.0.1 -memberlist.bind-port="$ml" -memberlist.join=127.0.0.1:7946 \
-    -bucket.filesystem.dir="$base/bucket" "$@" >"$base/$name.log" 2>&1 &
+    -bucket.filesystem.dir="$base/bucket" ${ISOBAR_FLAGS:-} "$@" >"$base/$name.log" 2>&1 &
   pids+=($!)
   echo "$name: http://127.0.0.1:$http (pid $!, log $base/$name.log)"
 }

@@ -34,6 +34,13 @@ type Limits struct {
 	MaxQueryLength               model.Duration `yaml:"max_query_length"`
 	MaxQueryLookback             model.Duration `yaml:"max_query_lookback"`
 	QueryShardingTotalShards     int            `yaml:"query_sharding_total_shards"`
+
+	// Ruler limits.
+	RulerMaxRuleGroupsPerTenant int               `yaml:"ruler_max_rule_groups_per_tenant"`
+	RulerMaxRulesPerRuleGroup   int               `yaml:"ruler_max_rules_per_rule_group"`
+	RulerMinEvaluationInterval  model.Duration    `yaml:"ruler_min_evaluation_interval"`
+	RulerQueryOffset            model.Duration    `yaml:"ruler_query_offset"`
+	RulerExternalLabels         map[string]string `yaml:"ruler_external_labels"`
 }
 
 // RegisterFlags registers the defaults of every limit.
@@ -56,6 +63,11 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxFetchedChunkBytesPerQuery, "querier.max-fetched-chunk-bytes-per-query", 0, "Maximum number of chunk bytes one query may fetch from ingesters and store-gateways, counted as they arrive. 0 means no limit.")
 	f.Var(&l.MaxQueryLength, "querier.max-query-length", "Maximum time range one query may read, lookback and range selectors included. 0 means no limit.")
 	f.Var(&l.MaxQueryLookback, "querier.max-query-lookback", "How far back from now a query may read; older data is left out of answers. 0 means no limit.")
+	f.IntVar(&l.RulerMaxRuleGroupsPerTenant, "ruler.max-rule-groups-per-tenant", 70, "Maximum number of rule groups a tenant may have. 0 means no limit.")
+	f.IntVar(&l.RulerMaxRulesPerRuleGroup, "ruler.max-rules-per-rule-group", 20, "Maximum number of rules in one rule group. 0 means no limit.")
+	l.RulerMinEvaluationInterval = model.Duration(15 * time.Second)
+	f.Var(&l.RulerMinEvaluationInterval, "ruler.min-evaluation-interval", "Shortest evaluation interval a rule group may have; shorter ones are refused by the API and raised to it when read from files.")
+	f.Var(&l.RulerQueryOffset, "ruler.query-offset", "How far in the past rules evaluate (an evaluation delay), so that samples still on their way are in; a group's query_offset overrides it.")
 	f.IntVar(&l.QueryShardingTotalShards, "query-frontend.query-sharding-total-shards", 16, "Into how many shards by series the query-frontend cuts the shardable aggregations of a query (sum, count, min, max, avg, group, topk, bottomk) for queriers to evaluate in parallel. 0 or 1 does not shard.")
 }
 
@@ -70,7 +82,8 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("label count and length limits must be positive")
 	case l.MaxSeriesPerTenant < 0 || l.MaxSeriesPerMetric < 0 || l.MaxExemplars < 0:
 		return fmt.Errorf("series and exemplar limits must not be negative")
-	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0 || l.QueryShardingTotalShards < 0:
+	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0 || l.QueryShardingTotalShards < 0 ||
+		l.RulerMaxRuleGroupsPerTenant < 0 || l.RulerMaxRulesPerRuleGroup < 0 || l.RulerMinEvaluationInterval < 0 || l.RulerQueryOffset < 0:
 		return fmt.Errorf("query limits must not be negative")
 	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":
 		return fmt.Errorf("unknown name validation scheme %q: use legacy or utf8", l.NameValidationScheme)

@@ -20,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 
+	"github.com/isobar-tsdb/isobar/ingest/distributor"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
@@ -52,6 +55,12 @@ type App struct {
 	// querierHandler serves the querier's API to a frontend in the same
 	// process.
 	querierHandler *http.ServeMux
+
+	// distributor, querierEngine and querierQueryable are what the ruler
+	// uses of its process.
+	distributor      *distributor.Distributor
+	querierEngine    promql.QueryEngine
+	querierQueryable storage.Queryable
 
 	storeGatewayRing *dskitring.Ring
 	storeGatewayPool *client.Pool

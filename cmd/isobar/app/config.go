@@ -28,6 +28,7 @@ import (
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/querier/frontend"
 	"github.com/isobar-tsdb/isobar/querier/queryable"
+	"github.com/isobar-tsdb/isobar/querier/ruler"
 	"github.com/isobar-tsdb/isobar/tsdb/bucket"
 	"github.com/isobar-tsdb/isobar/tsdb/compactor"
 	"github.com/isobar-tsdb/isobar/tsdb/ingester"
@@ -57,6 +58,7 @@ type Config struct {
 	Bucket             bucket.Config      `yaml:"bucket"`
 	StoreGateway       StoreGatewayConfig `yaml:"store_gateway"`
 	Compactor          compactor.Config   `yaml:"compactor"`
+	Ruler              ruler.Config       `yaml:"ruler"`
 	Limits             limits.Limits      `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
@@ -115,6 +117,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.StoreGateway.Config.RegisterFlags(f)
 	f.IntVar(&c.StoreGateway.ReplicationFactor, "store-gateway.replication-factor", 3, "How many store-gateways hold each block (fewer if there are fewer); a query tries the others when one fails.")
 	c.Compactor.RegisterFlags(f)
+	c.Ruler.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 }
 
@@ -158,7 +161,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
 	}
 	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
-		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.QueryFrontend.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
+		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.QueryFrontend.Validate(), c.Ruler.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
 		c.Compactor.Validate(), c.Limits.Validate())
 }
 

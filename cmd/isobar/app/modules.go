@@ -42,6 +42,8 @@ const (
 	TargetCompactor = "compactor"
 	// TargetQueryFrontend splits, caches and queues queries for the queriers.
 	TargetQueryFrontend = "query-frontend"
+	// TargetRuler evaluates the tenants' recording and alerting rules.
+	TargetRuler = "ruler"
 
 	moduleServer           = "server"
 	moduleOverrides        = "overrides"
@@ -54,7 +56,7 @@ const (
 )
 
 func knownTargets() []string {
-	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor}
+	return []string{TargetAll, TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor, TargetRuler}
 }
 
 func parseTargets(s string) ([]string, error) {
@@ -86,6 +88,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(TargetStoreGateway, a.initStoreGateway)
 	mm.RegisterModule(TargetCompactor, a.initCompactor)
 	mm.RegisterModule(TargetQueryFrontend, a.initQueryFrontend)
+	mm.RegisterModule(TargetRuler, a.initRuler)
 	mm.RegisterModule(TargetAll, nil)
 
 	deps := map[string][]string{
@@ -93,7 +96,10 @@ func (a *App) registerModules(mm *modules.Manager) error {
 		moduleIngesterRing: {moduleServer, moduleRingStore},
 		moduleIngesterPool: {moduleIngesterRing},
 		TargetIngester:     {moduleServer, moduleOverrides, moduleRingStore, moduleIngesterRing},
-		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor},
+		TargetAll:          {TargetDistributor, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway, TargetCompactor, TargetRuler},
+		// The ruler queries through a querier and writes through a
+		// distributor of its own process.
+		TargetRuler: {moduleServer, moduleOverrides, TargetQuerier, TargetDistributor},
 
 		moduleStoreGatewayRing: {moduleServer, moduleRingStore},
 		TargetStoreGateway:     {moduleServer, moduleRingStore, moduleStoreGatewayRing},
@@ -291,6 +297,7 @@ func (a *App) initDistributor() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.distributor = d
 	push := remotewrite.New(d, a.logger, a.reg)
 	a.server.mux.Handle("POST /api/v1/push", push)
 	a.server.mux.Handle("POST /api/v1/write", push)
@@ -313,11 +320,14 @@ func (a *App) initQuerier() (services.Service, error) {
 	if a.localIngester() {
 		q := queryable.NewLimited(queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
 		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger).WithCardinality(queryable.LocalCardinality{Ingester: a.ingester})
+		a.querierQueryable = q
 	} else {
 		ingesters := queryable.NewIngesters(a.ring, a.pool)
 		q := queryable.NewLimited(queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
 		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger).WithCardinality(ingesters)
+		a.querierQueryable = q
 	}
+	a.querierEngine = eng
 	prom = prom.
 		WithConfig(a.apiConfig())
 	// With a frontend in the process, it is the front door and asks this

@@ -6,7 +6,7 @@ FUZZTIME ?= 100000x
 # The S3 server of the tests; scripts/install-test-deps.sh installs it there.
 VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
 
-.PHONY: all build run run-cluster test test-deps unit race e2e fuzz bench bench-go vet clean
+.PHONY: all build run run-cluster test test-deps rules unit race e2e fuzz bench bench-go vet clean
 
 all: build
 
@@ -22,7 +22,7 @@ run: build
 run-cluster: build
 	bash scripts/run-cluster.sh
 
-test: test-deps vet unit race fuzz e2e
+test: test-deps vet rules unit race fuzz e2e
 
 test-deps:
 	bash scripts/install-test-deps.sh
@@ -32,6 +32,10 @@ test-deps:
 vet:
 	$(GO) vet -stdmethods=false ./...
 	$(GO) vet -stdmethods=false -tags e2e ./cmd/isobar/e2e/
+
+# The private-cloud rule pack: promtool check rules and test rules.
+rules:
+	bash deployments/rules/check.sh
 
 unit:
 	ISOBAR_REQUIRE_MEMCACHED=1 ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 ./...

@@ -1,0 +1,226 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+)
+
+// alertmanager is Debian's Alertmanager, routing every alert to a webhook
+// this test serves.
+type alertmanager struct {
+	*proc
+	URL string
+
+	mu            sync.Mutex
+	notifications []webhookMessage
+}
+
+type webhookMessage struct {
+	Status string `json:"status"`
+	Alerts []struct {
+		Status   string            `json:"status"`
+		Labels   map[string]string `json:"labels"`
+		StartsAt time.Time         `json:"startsAt"`
+	} `json:"alerts"`
+}
+
+func startAlertmanager(t *testing.T) *alertmanager {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		t.Fatalf("prometheus-alertmanager is not on PATH (%v): run `make test-deps` (scripts/install-test-deps.sh)", err)
+	}
+	am := &alertmanager{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var m webhookMessage
+		if json.Unmarshal(b, &m) == nil {
+			am.mu.Lock()
+			am.notifications = append(am.notifications, m)
+			am.mu.Unlock()
+		}
+	}))
+	t.Cleanup(hook.Close)
+	dir := t.TempDir()
+	// Every alert to the webhook, quickly, and never again while it
+	// stays the same (a repeat would hide a duplicate).
+	cfg := fmt.Sprintf(`route:
+  receiver: hook
+  group_by: [alertname, tenant]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: %s
+        send_resolved: false
+`, hook.URL)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o644))
+	addr := freeAddr(t)
+	am.proc = newProc(t, "alertmanager", bin, []string{
+		"--config.file=" + filepath.Join(dir, "am.yml"), "--storage.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr, "--cluster.listen-address=",
+	})
+	am.URL = "http://" + addr
+	am.start()
+	waitFor(t, 30*time.Second, "alertmanager ready", func() error {
+		code, _, err := httpGet(am.URL+"/-/ready", nil)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("status %d", code)
+		}
+		return err
+	})
+	return am
+}
+
+// received returns the alerts the webhook got, by alertname and the
+// labels given, counting each notification that carried it.
+func (am *alertmanager) received(alertname string, match map[string]string) (n int, startsAt []time.Time) {
+	am.mu.Lock()
+	defer am.mu.Unlock()
+	for _, m := range am.notifications {
+	alerts:
+		for _, a := range m.Alerts {
+			if a.Labels["alertname"] != alertname {
+				continue
+			}
+			for k, v := range match {
+				if a.Labels[k] != v {
+					continue alerts
+				}
+			}
+			n++
+			startsAt = append(startsAt, a.StartsAt)
+		}
+	}
+	return n, startsAt
+}
+
+const hypervisorRules = `name: hypervisors
+interval: 1s
+rules:
+  - record: cloud:hypervisor_up:sum
+    expr: sum(e2e_hypervisor_up)
+  - alert: HypervisorDown
+    expr: e2e_hypervisor_up == 0
+    for: 2s
+    labels:
+      severity: critical
+    annotations:
+      summary: "{{ $labels.hypervisor }} is down"
+`
+
+// TestRulerAlertsThroughAlertmanager loads a group through the
+// configuration API of a single binary with multitenancy, pushes data that
+// makes it fire, and follows the alert to a webhook behind Debian's
+// Alertmanager; the recording rule's output equals its expression run by
+// hand; another tenant's data never reaches the first tenant's rules. Then
+// kill -9: after the restart the alert keeps its activeAt and fires again,
+// and the webhook gets no second notification.
+func TestRulerAlertsThroughAlertmanager(t *testing.T) {
+	am := startAlertmanager(t)
+	iso := startIsobar(t, t.TempDir(), "-auth.multitenancy-enabled=true", "-ruler.alertmanager-url="+am.URL,
+		"-ruler.alertmanager-send-tenant=false", "-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1s", "-ruler.resend-delay=2s")
+	push := func(tenant, hypervisor string, v float64) {
+		mustPush(t, iso.URL, tenant, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"__name__", "e2e_hypervisor_up", "hypervisor", hypervisor}, sample(time.Now().UnixMilli(), v)),
+		}})
+	}
+	push("team-a", "cmp-a1", 0)
+	push("team-a", "cmp-a2", 1)
+	push("team-b", "cmp-b1", 0) // would fire for team-a if its rules saw team-b
+	push("team-b", "cmp-b2", 0)
+
+	post := func(tenant, body string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, iso.URL+"/prometheus/config/v1/rules/hypervisors", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("X-Scope-OrgID", tenant)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	loaded := time.Now()
+	code, body := post("team-a", hypervisorRules)
+	require.Equal(t, http.StatusAccepted, code, body)
+
+	// Interval (1s) + for (2s) + group_wait (1s), and some slack.
+	waitFor(t, 20*time.Second, "the alert at the webhook", func() error {
+		if n, _ := am.received("HypervisorDown", map[string]string{"hypervisor": "cmp-a1"}); n == 0 {
+			return fmt.Errorf("no notification yet")
+		}
+		return nil
+	})
+	t.Logf("alert at the webhook %s after the group was loaded", time.Since(loaded).Round(10*time.Millisecond))
+	n, _ := am.received("HypervisorDown", map[string]string{"hypervisor": "cmp-b1"})
+	require.Zero(t, n, "team-a's rules saw team-b's data")
+
+	a := apiClient{base: iso.URL, tenant: "team-a"}
+	type alert struct {
+		Labels   map[string]string `json:"labels"`
+		State    string            `json:"state"`
+		ActiveAt time.Time         `json:"activeAt"`
+	}
+	alerts := func() []alert {
+		var out struct {
+			Alerts []alert `json:"alerts"`
+		}
+		a.mustGet(t, "/api/v1/alerts", nil, &out)
+		return out.Alerts
+	}
+	got := alerts()
+	require.Len(t, got, 1)
+	require.Equal(t, "firing", got[0].State)
+	require.Equal(t, "cmp-a1", got[0].Labels["hypervisor"])
+	activeAt := got[0].ActiveAt
+
+	// The recording rule's last output is its expression at that time.
+	rec := a.query(t, `timestamp(cloud:hypervisor_up:sum)`, time.Now().UnixMilli())
+	require.Len(t, rec.Series, 1)
+	at := int64(rec.Series[0].Points[0].F * 1000)
+	byHand := a.query(t, `sum(e2e_hypervisor_up)`, at)
+	recorded := a.query(t, `cloud:hypervisor_up:sum`, at)
+	require.Len(t, byHand.Series, 1)
+	require.Len(t, recorded.Series, 1)
+	require.Equal(t, byHand.Series[0].Points[0].F, recorded.Series[0].Points[0].F)
+	require.InDelta(t, 1.0, byHand.Series[0].Points[0].F, 0, "team-a's own two hypervisors")
+	b := apiClient{base: iso.URL, tenant: "team-b"}
+	require.Empty(t, b.query(t, `cloud:hypervisor_up:sum`, at).Series, "team-b has no rules")
+
+	before, _ := am.received("HypervisorDown", map[string]string{"hypervisor": "cmp-a1"})
+	iso.Kill9()
+	time.Sleep(2 * time.Second) // down for two evaluations
+	iso.Restart()
+	a.base = iso.URL // a new port
+	push("team-a", "cmp-a1", 0)
+	waitFor(t, 20*time.Second, "the alert firing again", func() error {
+		got := alerts()
+		if len(got) != 1 || got[0].State != "firing" {
+			return fmt.Errorf("alerts %+v", got)
+		}
+		return nil
+	})
+	got = alerts()
+	// ALERTS_FOR_STATE keeps whole seconds.
+	require.True(t, got[0].ActiveAt.Equal(activeAt.Truncate(time.Second)), "activeAt %s restored from ALERTS_FOR_STATE, was %s", got[0].ActiveAt, activeAt)
+	time.Sleep(5 * time.Second) // resend delay, group_interval and slack
+	after, _ := am.received("HypervisorDown", map[string]string{"hypervisor": "cmp-a1"})
+	require.Equal(t, before, after, "no new notification after the restart")
+}

@@ -69,6 +69,28 @@ func tenantOf(w http.ResponseWriter, req *http.Request) (string, bool) {
 	return id, true
 }
 
+// tenantAndNamespace reads the tenant and the namespace of the path, and
+// answers the error itself when either is missing or invalid.
+func tenantAndNamespace(w http.ResponseWriter, req *http.Request) (string, string, bool) {
+	id, ok := tenantOf(w, req)
+	if !ok {
+		return "", "", false
+	}
+	ns := req.PathValue("namespace")
+	if err := checkNamespace(ns); err != nil {
+		httpError(w, http.StatusBadRequest, "bad_data", err)
+		return "", "", false
+	}
+	return id, ns, true
+}
+
+// accepted answers a change, as Cortex does, and applies it on this ruler.
+func (r *Ruler) accepted(w http.ResponseWriter) {
+	r.resyncSoon()
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte(`{"status":"success","data":null,"errorType":"","error":""}`))
+}
+
 // listRules answers the tenant's groups by namespace, or one namespace's.
 func (r *Ruler) listRules(w http.ResponseWriter, req *http.Request) {
 	id, ok := tenantOf(w, req)
@@ -118,13 +140,8 @@ func (r *Ruler) getGroup(w http.ResponseWriter, req *http.Request) {
 // `groups: [...]`) in the namespace, after every check: the whole body is
 // refused when any part fails.
 func (r *Ruler) setGroups(w http.ResponseWriter, req *http.Request) {
-	id, ok := tenantOf(w, req)
+	id, ns, ok := tenantAndNamespace(w, req)
 	if !ok {
-		return
-	}
-	ns := req.PathValue("namespace")
-	if err := checkNamespace(ns); err != nil {
-		httpError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxRuleGroupBytes))
@@ -162,9 +179,7 @@ func (r *Ruler) setGroups(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	r.resyncSoon()
-	w.WriteHeader(http.StatusAccepted)
-	_, _ = w.Write([]byte(`{"status":"success","data":null,"errorType":"","error":""}`))
+	r.accepted(w)
 }
 
 // parseGroups reads one rule group, or a rule file of groups, and checks
@@ -212,41 +227,27 @@ func (r *Ruler) parseGroups(id string, body []byte) ([]rulefmt.RuleGroup, error)
 }
 
 func (r *Ruler) deleteNamespace(w http.ResponseWriter, req *http.Request) {
-	id, ok := tenantOf(w, req)
+	id, ns, ok := tenantAndNamespace(w, req)
 	if !ok {
-		return
-	}
-	ns := req.PathValue("namespace")
-	if err := checkNamespace(ns); err != nil {
-		httpError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
 	if err := r.deps.Store.DeleteNamespace(req.Context(), id, ns); err != nil {
 		r.storeError(w, err)
 		return
 	}
-	r.resyncSoon()
-	w.WriteHeader(http.StatusAccepted)
-	_, _ = w.Write([]byte(`{"status":"success","data":null,"errorType":"","error":""}`))
+	r.accepted(w)
 }
 
 func (r *Ruler) deleteGroup(w http.ResponseWriter, req *http.Request) {
-	id, ok := tenantOf(w, req)
+	id, ns, ok := tenantAndNamespace(w, req)
 	if !ok {
-		return
-	}
-	ns := req.PathValue("namespace")
-	if err := checkNamespace(ns); err != nil {
-		httpError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
 	if err := r.deps.Store.DeleteGroup(req.Context(), id, ns, req.PathValue("group")); err != nil {
 		r.storeError(w, err)
 		return
 	}
-	r.resyncSoon()
-	w.WriteHeader(http.StatusAccepted)
-	_, _ = w.Write([]byte(`{"status":"success","data":null,"errorType":"","error":""}`))
+	r.accepted(w)
 }
 
 func (r *Ruler) storeError(w http.ResponseWriter, err error) {

@@ -416,6 +416,24 @@ func parseRangeQuery(r *http.Request) (*rangeQuery, error) {
 	return q, nil
 }
 
+// form asks a querier for query over the evaluation times [start, end] of
+// q (one time, when q has no step), with q's other parameters.
+func (q *rangeQuery) form(query string, start, end int64) url.Values {
+	form := url.Values{}
+	for k, v := range q.other {
+		form[k] = v
+	}
+	form.Set("query", query)
+	if q.step == 0 {
+		form.Set("time", formatTime(start))
+		return form
+	}
+	form.Set("start", formatTime(start))
+	form.Set("end", formatTime(end))
+	form.Set("step", formatTime(q.step))
+	return form
+}
+
 // splittable reports whether the answer of q for an evaluation time does
 // not depend on the rest of its range: not with @ start() or @ end(), nor
 // with statistics asked for.
@@ -595,14 +613,7 @@ func (f *Frontend) fetch(ctx context.Context, id string, q *rangeQuery, start, e
 	if q.plan != nil {
 		return f.fetchSharded(ctx, id, q, start, end, st)
 	}
-	form := url.Values{}
-	for k, v := range q.other {
-		form[k] = v
-	}
-	form.Set("query", q.query)
-	form.Set("start", formatTime(start))
-	form.Set("end", formatTime(end))
-	form.Set("step", formatTime(q.step))
+	form := q.form(q.query, start, end)
 	req, err := f.downstreamRequest(ctx, id, http.MethodPost, q.path, "", []byte(form.Encode()), "application/x-www-form-urlencoded")
 	if err != nil {
 		return nil, nil, err

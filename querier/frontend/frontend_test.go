@@ -1,7 +1,6 @@
 package frontend
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -15,15 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/promqltest"
-	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
-	"github.com/isobar-tsdb/isobar/pkg/shard"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 	"github.com/isobar-tsdb/isobar/pkg/testutil/memcachedtest"
 	"github.com/isobar-tsdb/isobar/querier/api"
@@ -36,24 +31,6 @@ func (noLimits) For(string) *limits.Limits { return &limits.Limits{} }
 type fixedLimits limits.Limits
 
 func (f fixedLimits) For(string) *limits.Limits { l := limits.Limits(f); return &l }
-
-// shardedStorage selects shards as the ingesters and store-gateways do.
-type shardedStorage struct{ storage.Queryable }
-
-func (s shardedStorage) Querier(mint, maxt int64) (storage.Querier, error) {
-	q, err := s.Queryable.Querier(mint, maxt)
-	return shardedQuerier{q}, err
-}
-
-type shardedQuerier struct{ storage.Querier }
-
-func (q shardedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	ms, sh, err := shard.FromMatchers(ms)
-	if err != nil {
-		return storage.ErrSeriesSet(err)
-	}
-	return q.Querier.Select(ctx, sortSeries, shard.Hints(hints, sh), ms...)
-}
 
 // countingTransport counts the requests that reach the querier.
 type countingTransport struct {
@@ -70,11 +47,11 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // configured by cfg in front of it.
 func querierAndFrontend(t testing.TB, data string, cfg Config) (querier, frontend http.Handler, calls *countingTransport, f *Frontend) {
 	t.Helper()
-	st := promqltest.LoadedStorage(t, data, func(o *tsdb.Options) { o.EnableSharding = true })
+	st := promqltest.LoadedStorage(t, data)
 	t.Cleanup(func() { _ = st.Close() })
 	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e8, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true})
 	qmux := http.NewServeMux()
-	api.New(eng, shardedStorage{st}, nil, nil, api.BuildInfo{}, nil).Register(qmux, "/api/v1")
+	api.New(eng, filteredShards{st}, nil, nil, api.BuildInfo{}, nil).Register(qmux, "/api/v1")
 	querier = tenant.Middleware(true, qmux)
 
 	calls = &countingTransport{next: HandlerTransport(querier)}

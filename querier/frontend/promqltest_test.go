@@ -165,7 +165,8 @@ func cloneValue(v parser.Value) parser.Value {
 }
 
 // filteredShards selects a shard's series by their labels' stable hash, as
-// the stores do, over a storage that was not opened with sharding.
+// the stores do (ingester heads and blocks by SelectHints, which the
+// end-to-end tests go through), over a storage opened without sharding.
 type filteredShards struct{ storage.Queryable }
 
 func (s filteredShards) Querier(mint, maxt int64) (storage.Querier, error) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -250,18 +249,7 @@ var errLegFailed = errors.New("a leg of a sharded query failed")
 // ask sends one leg query for the source's range to a querier, for its
 // series (promapi.SeriesProtobuf).
 func (s *legSource) ask(ctx context.Context, query string) (promql.Matrix, error) {
-	form := url.Values{}
-	for k, v := range s.q.other {
-		form[k] = v
-	}
-	form.Set("query", query)
-	if s.q.step == 0 {
-		form.Set("time", formatTime(s.start))
-	} else {
-		form.Set("start", formatTime(s.start))
-		form.Set("end", formatTime(s.end))
-		form.Set("step", formatTime(s.q.step))
-	}
+	form := s.q.form(query, s.start, s.end)
 	req, err := s.f.downstreamRequest(ctx, s.id, http.MethodPost, s.q.path, "", []byte(form.Encode()), "application/x-www-form-urlencoded")
 	if err != nil {
 		s.fail(nil, err)

@@ -436,13 +436,14 @@ func (q *rangeQuery) form(query string, start, end int64) url.Values {
 
 // splittable reports whether the answer of q for an evaluation time does
 // not depend on the rest of its range: not with @ start() or @ end(), nor
-// with statistics asked for.
+// with the range() of a duration expression, nor with statistics asked
+// for.
 func splittable(q *rangeQuery) bool {
 	if q.other.Has("stats") {
 		return false
 	}
-	s := strings.ReplaceAll(q.query, " ", "")
-	return !strings.Contains(s, "start()") && !strings.Contains(s, "end()")
+	s := strings.Join(strings.Fields(q.query), "")
+	return !strings.Contains(s, "start()") && !strings.Contains(s, "end()") && !strings.Contains(s, "range()")
 }
 
 // queryStats counts what answering one range query took.

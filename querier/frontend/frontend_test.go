@@ -380,3 +380,25 @@ func TestFrontendResultsCacheInMemcached(t *testing.T) {
 	_, err = decodeExtents(key, []byte("garbage"))
 	require.Error(t, err)
 }
+
+func TestSplittable(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		other url.Values
+		want  bool
+	}{
+		{query: `sum(rate(x[5m]))`, want: true},
+		{query: `rate(x[step()*4])`, want: true},
+		{query: `x @ start()`},
+		{query: `x @ end ( )`},
+		{query: "rate(x[range()])"},
+		{query: "max_over_time(x[\trange (\n)])"},
+		{query: `sum(x)`, other: url.Values{"stats": {"all"}}},
+	} {
+		other := tc.other
+		if other == nil {
+			other = url.Values{}
+		}
+		require.Equal(t, tc.want, splittable(&rangeQuery{query: tc.query, other: other}), tc.query)
+	}
+}

@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -27,12 +28,17 @@ import (
 )
 
 // TestPromQLBuiltinSuiteSharded runs Prometheus' own PromQL test files
-// with every query that has shardable parts answered sharded, 16 shards a
-// leg: a querier's API over the test's storage evaluates the legs, each
-// selecting its shard's series, and the frontend evaluates the outer query
-// over their answers. The answers checked are the sharded ones. The
-// annotations checked are the unsharded query's: the legs' annotations
-// name positions in the legs' text, not in the query's.
+// through the frontend. Every query that has shardable parts is answered
+// sharded, 16 shards a leg: a querier's API over the test's storage
+// evaluates the legs, each selecting its shard's series, and the frontend
+// evaluates the outer query over their answers. The answers checked are
+// the sharded ones. The annotations checked are the unsharded query's: the
+// legs' annotations name positions in the legs' text, not in the query's.
+//
+// Every range query, sharded or not, is also answered split by
+// splitInterval, with a cold and then a warm results cache: each must
+// equal the answer of the whole range, to the byte, and the warm one must
+// come from the cache alone.
 //
 // A few queries cannot pass sharded; they run unsharded, and why is below.
 func TestPromQLBuiltinSuiteSharded(t *testing.T) {
@@ -42,9 +48,14 @@ func TestPromQLBuiltinSuiteSharded(t *testing.T) {
 	inner := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery)
 	e := &shardingEngine{inner: inner, shards: 16}
 	promqltest.RunBuiltinTests(t, e)
-	t.Logf("%d queries of the suite answered sharded, %d not shardable", e.shardedQueries.Load(), e.unshardable.Load())
+	t.Logf("%d queries of the suite answered sharded, %d not shardable; %d range queries answered split and cached", e.shardedQueries.Load(), e.unshardable.Load(), e.splitQueries.Load())
 	require.Greater(t, e.shardedQueries.Load(), int64(500))
+	require.Greater(t, e.splitQueries.Load(), int64(500))
 }
+
+// splitInterval cuts the suite's range queries, most of which span
+// minutes, into several pieces.
+const splitInterval = 2 * time.Minute
 
 // notShardable are the beginnings of the suite's queries whose answers
 // sharding changes (the suite also runs them @ other times).
@@ -61,11 +72,12 @@ var notShardable = map[string]string{
 }
 
 // shardingEngine answers queries with shardable parts through a frontend,
-// and others with inner.
+// and others with inner; it answers every range query through a splitting
+// and caching frontend too, and compares.
 type shardingEngine struct {
-	inner                       *promql.Engine
-	shards                      int
-	shardedQueries, unshardable atomic.Int64
+	inner                                     *promql.Engine
+	shards                                    int
+	shardedQueries, unshardable, splitQueries atomic.Int64
 }
 
 func (e *shardingEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
@@ -73,7 +85,7 @@ func (e *shardingEngine) NewInstantQuery(ctx context.Context, q storage.Queryabl
 	if err != nil {
 		return nil, err
 	}
-	return e.sharded(unsharded, q, qs, ts, ts, 0), nil
+	return e.throughFrontend(unsharded, q, qs, ts, ts, 0), nil
 }
 
 func (e *shardingEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
@@ -81,10 +93,10 @@ func (e *shardingEngine) NewRangeQuery(ctx context.Context, q storage.Queryable,
 	if err != nil {
 		return nil, err
 	}
-	return e.sharded(unsharded, q, qs, start, end, interval), nil
+	return e.throughFrontend(unsharded, q, qs, start, end, interval), nil
 }
 
-func (e *shardingEngine) sharded(unsharded promql.Query, q storage.Queryable, qs string, start, end time.Time, step time.Duration) promql.Query {
+func (e *shardingEngine) throughFrontend(unsharded promql.Query, q storage.Queryable, qs string, start, end time.Time, step time.Duration) promql.Query {
 	p := parser.NewParser(promqltest.TestParserOpts)
 	expr, err := p.ParseExpr(qs)
 	if err != nil {
@@ -95,19 +107,21 @@ func (e *shardingEngine) sharded(unsharded promql.Query, q storage.Queryable, qs
 			return unsharded
 		}
 	}
-	plan := planShards(p, expr, e.shards)
-	if plan == nil {
-		e.unshardable.Add(1)
-		return unsharded
-	}
-	e.shardedQueries.Add(1)
 	path := "/api/v1/query_range"
 	if step == 0 {
 		path = "/api/v1/query"
 	}
-	return &shardedQuery{Query: unsharded, e: e, storage: q, rq: &rangeQuery{
-		path: path, query: qs, start: start.UnixMilli(), end: end.UnixMilli(), step: step.Milliseconds(), other: url.Values{}, plan: plan,
-	}}
+	rq := &rangeQuery{path: path, query: qs, start: start.UnixMilli(), end: end.UnixMilli(), step: step.Milliseconds(), other: url.Values{}}
+	rq.plan = planShards(p, expr, e.shards)
+	if rq.plan == nil {
+		e.unshardable.Add(1)
+		if step == 0 || !splittable(rq) {
+			return unsharded
+		}
+	} else {
+		e.shardedQueries.Add(1)
+	}
+	return &shardedQuery{Query: unsharded, e: e, storage: q, rq: rq}
 }
 
 type shardedQuery struct {
@@ -122,16 +136,44 @@ func (q *shardedQuery) Exec(ctx context.Context) *promql.Result {
 	if res.Err != nil {
 		return res
 	}
+	if q.rq.plan != nil {
+		value, err := q.sharded(ctx)
+		if err != nil {
+			return &promql.Result{Err: err}
+		}
+		res = &promql.Result{Value: value, Warnings: res.Warnings}
+	}
+	if q.rq.step > 0 && splittable(q.rq) {
+		q.e.splitQueries.Add(1)
+		if err := q.splitAndCached(ctx); err != nil {
+			return &promql.Result{Err: err}
+		}
+	}
+	return res
+}
+
+// frontend is a frontend over a querier's API on the test's storage, with
+// the suite's engine options (delayed name removal) for outer queries.
+func (q *shardedQuery) frontend(cfg Config) (*Frontend, error) {
 	qmux := http.NewServeMux()
 	api.New(q.e.inner, filteredShards{q.storage}, nil, nil, api.BuildInfo{}, nil).Register(qmux, "/api/v1")
-	cfg := testConfig()
 	cfg.Parser = promqltest.TestParserOpts
+	cfg.MaxShardedQueries = 1 << 20
 	f, err := New(cfg, HandlerTransport(tenant.Middleware(true, qmux)), fixedLimits(limits.Limits{QueryShardingTotalShards: q.e.shards}), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
-		return &promql.Result{Err: err}
+		return nil, err
+	}
+	f.engine = q.e.inner
+	return f, nil
+}
+
+// sharded answers the query sharded, over its whole range at once.
+func (q *shardedQuery) sharded(ctx context.Context) (parser.Value, error) {
+	f, err := q.frontend(testConfig())
+	if err != nil {
+		return nil, err
 	}
 	defer f.close()
-	f.engine = q.e.inner // the suite's engine options (delayed name removal)
 	var value parser.Value
 	er, err := f.evalShardedValue(ctx, "team-a", q.rq, q.rq.start, q.rq.end, &queryStats{slots: make(chan struct{}, 4)},
 		func(v parser.Value, _, _ []string) error {
@@ -140,11 +182,65 @@ func (q *shardedQuery) Exec(ctx context.Context) *promql.Result {
 		})
 	switch {
 	case err != nil:
-		return &promql.Result{Err: fmt.Errorf("sharded %s: %w", q.rq.plan.outer, err)}
+		return nil, fmt.Errorf("sharded %s: %w", q.rq.plan.outer, err)
 	case er != nil:
-		return &promql.Result{Err: fmt.Errorf("sharded %s: querier answered %d: %s", q.rq.plan.outer, er.code, er.body)}
+		return nil, fmt.Errorf("sharded %s: querier answered %d: %s", q.rq.plan.outer, er.code, er.body)
 	}
-	return &promql.Result{Value: value, Warnings: res.Warnings}
+	return value, nil
+}
+
+// splitAndCached answers the range query through a frontend that neither
+// splits nor caches, and through one that splits by splitInterval and
+// caches, twice: the three answers' data must be the same bytes, and the
+// second split answer must come from the cache alone.
+func (q *shardedQuery) splitAndCached(ctx context.Context) error {
+	run := func(f *Frontend) (string, *queryStats, error) {
+		rq := *q.rq
+		st := &queryStats{slots: make(chan struct{}, 4)}
+		m, er, err := f.runRange(ctx, "team-a", &rq, st)
+		switch {
+		case err != nil:
+			return "", nil, err
+		case er != nil:
+			return "", nil, fmt.Errorf("querier answered %d: %s", er.code, er.body)
+		}
+		var resp apiResponse
+		if err := json.Unmarshal(m.encode(), &resp); err != nil {
+			return "", nil, err
+		}
+		return string(resp.Data), st, nil
+	}
+	cfg := testConfig()
+	cfg.SplitInterval, cfg.CacheResults = 0, false
+	whole, err := q.frontend(cfg)
+	if err != nil {
+		return err
+	}
+	defer whole.close()
+	want, _, err := run(whole)
+	if err != nil {
+		return fmt.Errorf("%s through a frontend: %w", q.rq.query, err)
+	}
+	cfg = testConfig()
+	cfg.SplitInterval = splitInterval
+	split, err := q.frontend(cfg)
+	if err != nil {
+		return err
+	}
+	defer split.close()
+	for _, pass := range []string{"cold", "warm"} {
+		got, st, err := run(split)
+		if err != nil {
+			return fmt.Errorf("%s split by %s, %s cache: %w", q.rq.query, splitInterval, pass, err)
+		}
+		if got != want {
+			return fmt.Errorf("%s split by %s, %s cache:\nwant %.2000s\ngot  %.2000s", q.rq.query, splitInterval, pass, want, got)
+		}
+		if asked := st.requests.Load() + st.shardRequests.Load(); pass == "warm" && asked > 0 {
+			return fmt.Errorf("%s split by %s: a warm cache asked the querier %d times", q.rq.query, splitInterval, asked)
+		}
+	}
+	return nil
 }
 
 func (q *shardedQuery) Stats() *stats.Statistics { return q.Query.Stats() }

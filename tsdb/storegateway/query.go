@@ -144,7 +144,8 @@ type blocksQuerier struct {
 	release    func()
 }
 
-// Select returns the series matching ms, merged across the blocks. Chunks
+// Select returns the series matching ms (of the shard the hints name, if
+// any), merged across the blocks. Chunks
 // of a series in several blocks are all sent, none dropped or re-encoded;
 // the querier merges overlapping ones.
 func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
@@ -160,6 +161,10 @@ func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.Selec
 		p, err := tsdb.PostingsForMatchers(ctx, q.readers[i], ms...)
 		if err != nil {
 			return storage.ErrChunkSeriesSet(fmt.Errorf("select postings of block %s: %w", b.id, err))
+		}
+		if hints != nil && hints.ShardCount > 0 {
+			// A query-frontend's shard: the series whose labels hash to it.
+			p = q.readers[i].ShardedPostings(p, hints.ShardIndex, hints.ShardCount)
 		}
 		sets = append(sets, &blockSeriesSet{ctx: ctx, s: q.s, b: b, ir: q.readers[i], p: p, mint: mint, maxt: maxt})
 	}

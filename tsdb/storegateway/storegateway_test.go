@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/shard"
 	"github.com/isobar-tsdb/isobar/pkg/tenant"
 	"github.com/isobar-tsdb/isobar/tsdb/bucket"
 	"github.com/isobar-tsdb/isobar/tsdb/bucketindex"
@@ -192,6 +193,36 @@ func TestSeriesReturnsExactlyTheSamplesWritten(t *testing.T) {
 	res, err = query(t, c, "t2", []string{f.otherBlock}, 0, 4*hour, name)
 	require.NoError(t, err)
 	require.Len(t, res.series, 5)
+}
+
+// TestSeriesOfAShard answers a query-frontend's shard matcher with the
+// series whose labels hash to the shard: the shards of a query hold each
+// of its series exactly once.
+func TestSeriesOfAShard(t *testing.T) {
+	f := newFixture(t)
+	sg, _ := newStoreGateway(t, testConfig(t, t.TempDir()), f.bkt, Options{})
+	require.NoError(t, sg.SyncOnce(context.Background()))
+	c := serve(t, sg)
+
+	name := labels.MustNewMatcher(labels.MatchEqual, "__name__", "metric")
+	want := expect(f.allT1, 0, 4*hour, name)
+	const shards = 4
+	seen := map[string]int{}
+	for i := range uint64(shards) {
+		res, err := query(t, c, "t1", f.t1Blocks, 0, 4*hour, name, shard.Shard{Index: i, Count: shards}.Matcher())
+		require.NoError(t, err)
+		require.NotEmpty(t, res.order, "shard %d of %d", i, shards)
+		require.Less(t, len(res.order), len(want), "shard %d holds a part", i)
+		for _, lset := range res.order {
+			require.Equal(t, i, labels.StableHash(lset)%shards, "%s is in shard %d", lset, i)
+			require.Equal(t, want[lset.String()], res.series[lset.String()], "samples of %s", lset)
+			seen[lset.String()]++
+		}
+	}
+	require.Len(t, seen, len(want))
+	for k, n := range seen {
+		require.Equal(t, 1, n, "%s in %d shards", k, n)
+	}
 }
 
 func TestSeriesFailsForBlocksNotHeld(t *testing.T) {

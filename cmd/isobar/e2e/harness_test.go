@@ -75,6 +75,10 @@ const (
 // httpClient is for everything but the crash test's writer.
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
+// actionClient is for operator actions: a flush of a week of data writes
+// and ships dozens of blocks.
+var actionClient = &http.Client{Timeout: 3 * time.Minute}
+
 // proc is one external process that the test started, possibly several
 // times (incarnations) with the same arguments. Its output goes to a file per
 // incarnation in the test's temp dir; their tails are printed if the test

@@ -28,7 +28,7 @@ import (
 
 func postAction(t *testing.T, url string) {
 	t.Helper()
-	code, body, err := postRaw(httpClient, url, nil, nil)
+	code, body, err := postRaw(actionClient, url, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNoContent, code, "POST %s: %s", url, body)
 }

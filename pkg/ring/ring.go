@@ -45,6 +45,7 @@ var (
 	Ingesters     = Kind{Name: IngesterRingName, Key: IngesterRingKey, Quorum: true}
 	StoreGateways = Kind{Name: "store-gateway", Key: "store-gateway"}
 	Compactors    = Kind{Name: "compactor", Key: "compactor"}
+	Rulers        = Kind{Name: "ruler", Key: "ruler"}
 )
 
 // StoreInMemory is the store of a single process: a ring nobody else sees.
@@ -199,13 +200,26 @@ func (g *seededTokenGenerator) GenerateTokens(n int, taken []uint32) dskitring.T
 func (*seededTokenGenerator) CanJoin(map[string]dskitring.InstanceDesc) error { return nil }
 func (*seededTokenGenerator) CanJoinEnabled() bool                            { return false }
 
-// BlockToken is where a tenant's block sits on the store-gateway ring.
-func BlockToken(tenantID, blockID string) uint32 {
+// BlockToken is where a tenant's block sits on the store-gateway ring
+// (and, with no block, where the tenant sits on the compactor ring).
+func BlockToken(tenantID, blockID string) uint32 { return keyToken(tenantID, blockID) }
+
+// RuleGroupToken is where a tenant's rule group sits on the ruler ring.
+func RuleGroupToken(tenantID, namespace, group string) uint32 {
+	return keyToken(tenantID, namespace, group)
+}
+
+// keyToken hashes the parts of a key, each after the first behind a 0xff
+// byte, which no UTF-8 string holds.
+func keyToken(parts ...string) uint32 {
 	var d xxhash.Digest
 	d.Reset()
-	_, _ = d.WriteString(tenantID)
-	_, _ = d.Write([]byte{0xff})
-	_, _ = d.WriteString(blockID)
+	for i, p := range parts {
+		if i > 0 {
+			_, _ = d.Write([]byte{0xff})
+		}
+		_, _ = d.WriteString(p)
+	}
 	h := d.Sum64()
 	return uint32(h) ^ uint32(h>>32)
 }

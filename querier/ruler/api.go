@@ -2,14 +2,18 @@ package ruler
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -306,9 +310,13 @@ type (
 	}
 )
 
-func writeSuccess(w http.ResponseWriter, data any) {
+func writeSuccess(w http.ResponseWriter, data any, warnings []string) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": data})
+	body := map[string]any{"status": "success", "data": data}
+	if len(warnings) > 0 {
+		body["warnings"] = warnings
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 func toAPIAlerts(as []*rules.Alert) []*apiAlert {
@@ -324,25 +332,50 @@ func toAPIAlerts(as []*rules.Alert) []*apiAlert {
 	return out
 }
 
+// localOnly asks a ruler for the groups it evaluates itself: what a ruler
+// asks its peers, whose answers it adds to its own.
+const localOnly = "local"
+
 // prometheusAlerts answers /api/v1/alerts: the tenant's pending and firing
-// alerts.
+// alerts, of every ruler.
 func (r *Ruler) prometheusAlerts(w http.ResponseWriter, req *http.Request) {
 	id, ok := tenantOf(w, req)
 	if !ok {
 		return
 	}
-	alerts := []*apiAlert{}
+	if err := req.ParseForm(); err != nil {
+		httpError(w, http.StatusBadRequest, "bad_data", err)
+		return
+	}
+	type answer struct {
+		Alerts []*apiAlert `json:"alerts"`
+	}
+	out := answer{Alerts: []*apiAlert{}}
 	if m := r.manager(id); m != nil {
-		for _, ar := range m.AlertingRules() {
-			alerts = append(alerts, toAPIAlerts(ar.ActiveAlerts())...)
+		for _, g := range m.RuleGroups() {
+			if !evaluated(g) {
+				continue
+			}
+			for _, rl := range g.Rules() {
+				if ar, ok := rl.(*rules.AlertingRule); ok {
+					out.Alerts = append(out.Alerts, toAPIAlerts(ar.ActiveAlerts())...)
+				}
+			}
 		}
 	}
-	writeSuccess(w, map[string]any{"alerts": alerts})
+	var warnings []string
+	if req.Form.Get(localOnly) != "true" {
+		warnings = askPeers(r, req.Context(), id, "/api/v1/alerts", url.Values{}, func(a answer) {
+			out.Alerts = append(out.Alerts, a.Alerts...)
+		})
+	}
+	writeSuccess(w, out, warnings)
 }
 
 // prometheusRules answers /api/v1/rules with Prometheus' filters (type,
 // rule_name[], rule_group[], file[], exclude_alerts) and pagination
-// (group_limit, group_next_token). A group's file is its namespace.
+// (group_limit, group_next_token), over the groups of every ruler. A
+// group's file is its namespace.
 func (r *Ruler) prometheusRules(w http.ResponseWriter, req *http.Request) {
 	id, ok := tenantOf(w, req)
 	if !ok {
@@ -357,7 +390,6 @@ func (r *Ruler) prometheusRules(w http.ResponseWriter, req *http.Request) {
 		httpError(w, http.StatusBadRequest, "bad_data", fmt.Errorf("invalid type %q: alert or record", typ))
 		return
 	}
-	excludeAlerts := req.Form.Get("exclude_alerts") == "true"
 	limit := 0
 	if s := req.Form.Get("group_limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -367,43 +399,71 @@ func (r *Ruler) prometheusRules(w http.ResponseWriter, req *http.Request) {
 		}
 		limit = n
 	}
-	next := req.Form.Get("group_next_token")
-	in := func(list []string, v string) bool { return len(list) == 0 || slices.Contains(list, v) }
-	prefix := id + "/"
+	groups := r.localGroups(id, req.Form, typ)
+	var warnings []string
+	if req.Form.Get(localOnly) != "true" {
+		filters := url.Values{}
+		for _, k := range []string{"type", "rule_name[]", "rule_group[]", "file[]", "exclude_alerts"} {
+			if v, ok := req.Form[k]; ok {
+				filters[k] = v
+			}
+		}
+		type answer struct {
+			Groups []apiGroup `json:"groups"`
+		}
+		warnings = askPeers(r, req.Context(), id, "/api/v1/rules", filters, func(a answer) {
+			groups = append(groups, a.Groups...)
+		})
+	}
+	slices.SortFunc(groups, func(a, b apiGroup) int {
+		return strings.Compare(a.File+"\x00"+a.Name, b.File+"\x00"+b.Name)
+	})
 	out := struct {
 		Groups    []apiGroup `json:"groups"`
 		NextToken string     `json:"groupNextToken,omitempty"`
 	}{Groups: []apiGroup{}}
-	m := r.manager(id)
-	if m == nil {
-		if next != "" {
-			httpError(w, http.StatusBadRequest, "bad_data", errors.New("invalid group_next_token"))
-			return
-		}
-		writeSuccess(w, out)
-		return
-	}
-	groups := m.RuleGroups()
-	slices.SortFunc(groups, func(a, b *rules.Group) int {
-		return strings.Compare(a.File()+"\x00"+a.Name(), b.File()+"\x00"+b.Name())
-	})
+	next := req.Form.Get("group_next_token")
 	started := next == ""
 	for _, g := range groups {
-		file := strings.TrimPrefix(g.File(), prefix)
-		token := groupToken(file, g.Name())
+		token := groupToken(g.File, g.Name)
 		if !started {
-			started = token == next
-			if !started {
+			if started = token == next; !started {
 				continue
 			}
 		}
-		if !in(req.Form["file[]"], file) || !in(req.Form["rule_group[]"], g.Name()) {
+		if limit > 0 && len(out.Groups) == limit {
+			out.NextToken = token
+			break
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	if !started {
+		httpError(w, http.StatusBadRequest, "bad_data", errors.New("invalid group_next_token"))
+		return
+	}
+	writeSuccess(w, out, warnings)
+}
+
+// localGroups are the tenant's groups this ruler evaluates, filtered as
+// form asks.
+func (r *Ruler) localGroups(id string, form url.Values, typ string) []apiGroup {
+	m := r.manager(id)
+	if m == nil {
+		return nil
+	}
+	excludeAlerts := form.Get("exclude_alerts") == "true"
+	in := func(list []string, v string) bool { return len(list) == 0 || slices.Contains(list, v) }
+	prefix := id + "/"
+	var out []apiGroup
+	for _, g := range m.RuleGroups() {
+		file := strings.TrimPrefix(g.File(), prefix)
+		if !in(form["file[]"], file) || !in(form["rule_group[]"], g.Name()) {
 			continue
 		}
 		ag := apiGroup{Name: g.Name(), File: file, Rules: []apiRule{}, Interval: g.Interval().Seconds(), Limit: g.Limit(),
 			EvaluationTime: g.GetEvaluationTime().Seconds(), LastEvaluation: g.GetLastEvaluation()}
 		for _, rl := range g.Rules() {
-			if !in(req.Form["rule_name[]"], rl.Name()) {
+			if !in(form["rule_name[]"], rl.Name()) {
 				continue
 			}
 			lastErr := ""
@@ -415,11 +475,15 @@ func (r *Ruler) prometheusRules(w http.ResponseWriter, req *http.Request) {
 				if typ == "record" {
 					continue
 				}
-				ar := apiRule{State: rl.State().String(), Name: rl.Name(), Query: rl.Query().String(), Duration: rl.HoldDuration().Seconds(),
+				state, alerts := rl.State().String(), rl.ActiveAlerts()
+				if !evaluated(g) {
+					state, alerts = rules.StateInactive.String(), nil
+				}
+				ar := apiRule{State: state, Name: rl.Name(), Query: rl.Query().String(), Duration: rl.HoldDuration().Seconds(),
 					KeepFiringFor: rl.KeepFiringFor().Seconds(), Labels: rl.Labels(), Annotations: rl.Annotations(), Health: rl.Health(),
 					LastError: lastErr, EvaluationTime: rl.GetEvaluationDuration().Seconds(), LastEvaluation: rl.GetEvaluationTimestamp(), Type: "alerting"}
 				if !excludeAlerts {
-					ar.Alerts = toAPIAlerts(rl.ActiveAlerts())
+					ar.Alerts = toAPIAlerts(alerts)
 				}
 				ag.Rules = append(ag.Rules, ar)
 			case *rules.RecordingRule:
@@ -430,20 +494,78 @@ func (r *Ruler) prometheusRules(w http.ResponseWriter, req *http.Request) {
 					LastError: lastErr, EvaluationTime: rl.GetEvaluationDuration().Seconds(), LastEvaluation: rl.GetEvaluationTimestamp(), Type: "recording"})
 			}
 		}
-		if len(ag.Rules) == 0 && (typ != "" || len(req.Form["rule_name[]"]) > 0) {
+		if len(ag.Rules) == 0 && (typ != "" || len(form["rule_name[]"]) > 0) {
 			continue // filtered out whole
 		}
-		if limit > 0 && len(out.Groups) == limit {
-			out.NextToken = token
-			break
-		}
-		out.Groups = append(out.Groups, ag)
+		out = append(out, ag)
 	}
-	if !started {
-		httpError(w, http.StatusBadRequest, "bad_data", errors.New("invalid group_next_token"))
-		return
+	return out
+}
+
+// evaluated reports whether g was evaluated on this ruler: before that,
+// its alerts are being restored (see restoreAlerts) and not shown.
+func evaluated(g *rules.Group) bool { return !g.GetLastEvaluation().IsZero() }
+
+// peerTimeout bounds a ruler's wait for another's groups.
+const peerTimeout = 10 * time.Second
+
+// askPeers asks every other ruler for path with params, its own part
+// only, and hands each answer's data to use, one at a time. A ruler that
+// does not answer leaves its groups out, and a warning says which.
+func askPeers[T any](r *Ruler, ctx context.Context, id, path string, params url.Values, use func(T)) []string {
+	if r.deps.Peers == nil {
+		return nil
 	}
-	writeSuccess(w, out)
+	peers, err := r.deps.Peers()
+	if err != nil {
+		return []string{fmt.Sprintf("the other rulers are unknown, only this ruler's groups are listed: %v", err)}
+	}
+	params = maps.Clone(params)
+	params.Set(localOnly, "true")
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		warnings []string
+		wg       sync.WaitGroup
+	)
+	for _, base := range peers {
+		wg.Go(func() {
+			var body struct {
+				Status string `json:"status"`
+				Data   T      `json:"data"`
+			}
+			err := getJSON(ctx, base+path+"?"+params.Encode(), id, &body)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				warnings = append(warnings, fmt.Sprintf("ruler %s did not answer, its groups are missing: %v", base, err))
+				return
+			}
+			use(body.Data)
+		})
+	}
+	wg.Wait()
+	slices.Sort(warnings)
+	return warnings
+}
+
+func getJSON(ctx context.Context, u, id string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(tenant.HeaderName, id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
 }
 
 // groupToken names a group for pagination.

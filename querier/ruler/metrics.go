@@ -7,6 +7,7 @@ import (
 
 type metrics struct {
 	tenants       prometheus.Gauge
+	groups        prometheus.Gauge
 	syncs         *prometheus.CounterVec
 	syncDuration  prometheus.Histogram
 	evaluations   *prometheus.CounterVec
@@ -26,6 +27,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		tenants: f.NewGauge(prometheus.GaugeOpts{
 			Name: "isobar_ruler_tenants",
 			Help: "Tenants with rule groups this ruler evaluates.",
+		}),
+		groups: f.NewGauge(prometheus.GaugeOpts{
+			Name: "isobar_ruler_groups",
+			Help: "Rule groups this ruler evaluates: the ones the ruler ring gives it.",
 		}),
 		syncs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_ruler_syncs_total",

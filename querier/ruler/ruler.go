@@ -103,6 +103,12 @@ type Deps struct {
 	Limits    TenantLimits
 	// Owns reports whether this ruler evaluates a group; nil: every group.
 	Owns func(tenant, namespace, group string) bool
+	// Ownership changes whenever Owns may answer otherwise (the rulers in
+	// the ring changed); the ruler then reads its groups again. nil: never.
+	Ownership func() string
+	// Peers are the base URLs of the other rulers, whose groups
+	// /api/v1/rules and /api/v1/alerts add to this ruler's; nil: none.
+	Peers func() ([]string, error)
 	// Parser parses rule expressions as the querier does.
 	Parser parser.Parser
 }
@@ -143,15 +149,29 @@ func (r *Ruler) starting(ctx context.Context) error {
 	return nil
 }
 
-// running reads the rule groups every poll interval, and at once after
-// the API changed them.
+// ownershipCheck is how often the ruler looks for a change of the rulers
+// in the ring: a group a ruler left behind is taken over within it.
+const ownershipCheck = time.Second
+
+// running reads the rule groups every poll interval, at once after the API
+// changed them, and when the rulers in the ring change.
 func (r *Ruler) running(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.PollInterval)
 	defer t.Stop()
+	check := time.NewTicker(ownershipCheck)
+	defer check.Stop()
+	owners := r.ownership()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-check.C:
+			now := r.ownership()
+			if now == owners {
+				continue
+			}
+			r.logger.Info("rulers in the ring changed; reading the rule groups again", "was", owners, "now", now)
+			owners = now
 		case <-t.C:
 		case <-r.syncNow:
 		}
@@ -159,6 +179,13 @@ func (r *Ruler) running(ctx context.Context) error {
 			r.logger.Error("read rule groups", "err", err)
 		}
 	}
+}
+
+func (r *Ruler) ownership() string {
+	if r.deps.Ownership == nil {
+		return ""
+	}
+	return r.deps.Ownership()
 }
 
 func (r *Ruler) stopping(error) error {
@@ -229,6 +256,13 @@ func (r *Ruler) sync(ctx context.Context) error {
 		}
 	}
 	r.metrics.tenants.Set(float64(len(r.tenants)))
+	groups := 0
+	for _, byNamespace := range want {
+		for _, gs := range byNamespace {
+			groups += len(gs)
+		}
+	}
+	r.metrics.groups.Set(float64(groups))
 	r.metrics.syncDuration.Observe(time.Since(start).Seconds())
 	if len(errs) > 0 {
 		r.metrics.syncs.WithLabelValues("failed").Inc()
@@ -245,6 +279,7 @@ type tenantRules struct {
 	manager  *rules.Manager
 	notifier *notifier
 	loader   *memoryLoader
+	query    rules.QueryFunc
 	done     chan struct{}
 }
 
@@ -257,10 +292,11 @@ func (r *Ruler) newTenant(id string) (*tenantRules, error) {
 	loader := &memoryLoader{parser: r.deps.Parser, groups: map[string]*rulefmt.RuleGroups{}}
 	l := r.deps.Limits.For(id)
 	offset := time.Duration(l.RulerQueryOffset)
+	query := rules.EngineQueryFunc(r.deps.Engine, r.deps.Queryable)
 	m := rules.NewManager(&rules.ManagerOptions{
 		NameValidationScheme: nameScheme(l),
 		ExternalURL:          r.externalURL(),
-		QueryFunc:            rules.EngineQueryFunc(r.deps.Engine, r.deps.Queryable),
+		QueryFunc:            query,
 		NotifyFunc:           rules.SendAlerts(n, r.cfg.ExternalURL),
 		Context:              ctx,
 		AppendableV2:         &appendable{tenantCtx: ctx, w: r.deps.Writer, failed: r.metrics.writeFailures.WithLabelValues(id)},
@@ -278,7 +314,7 @@ func (r *Ruler) newTenant(id string) (*tenantRules, error) {
 		RestoreNewRuleGroups: true,
 		Parser:               r.deps.Parser,
 	})
-	t := &tenantRules{id: id, r: r, manager: m, notifier: n, loader: loader, done: make(chan struct{})}
+	t := &tenantRules{id: id, r: r, manager: m, notifier: n, loader: loader, query: query, done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
 		m.Run()
@@ -320,7 +356,7 @@ func (t *tenantRules) update(groups map[string][]rulefmt.RuleGroup) error {
 	slices.Sort(files)
 	t.loader.set(loaded)
 	extLabels := labels.FromMap(l.RulerExternalLabels)
-	return t.manager.Update(t.r.cfg.EvaluationInterval, files, extLabels, t.r.cfg.ExternalURL, t.r.iterationFunc(t.id))
+	return t.manager.Update(t.r.cfg.EvaluationInterval, files, extLabels, t.r.cfg.ExternalURL, t.r.iterationFunc(t.id, t.query))
 }
 
 func (t *tenantRules) stop() {
@@ -332,19 +368,47 @@ func (t *tenantRules) stop() {
 // iterationFunc evaluates a group and counts its evaluations, the
 // iterations it missed (it was late by a whole interval or more) and
 // their time.
-func (r *Ruler) iterationFunc(id string) rules.GroupEvalIterationFunc {
+//
+// A group's first evaluation on this ruler (it is new, the ruler started,
+// or the group moved here from another ruler) first restores its alerts'
+// 'for' state from ALERTS_FOR_STATE: an alert that was firing fires from
+// this evaluation on. Prometheus' manager would restore after the second
+// evaluation, leaving alerts pending and out of ALERTS meanwhile, for fear
+// of scrapes not in yet; a ruler reads data already stored.
+func (r *Ruler) iterationFunc(id string, query rules.QueryFunc) rules.GroupEvalIterationFunc {
 	evaluations := r.metrics.evaluations.WithLabelValues(id)
 	missed := r.metrics.missed.WithLabelValues(id)
+	externalURL := r.externalURL()
 	return func(ctx context.Context, g *rules.Group, evalTimestamp time.Time) {
-		if last := g.GetLastEvalTimestamp(); !last.IsZero() {
+		last := g.GetLastEvalTimestamp()
+		if !last.IsZero() {
 			if n := int(evalTimestamp.Sub(last)/g.Interval()) - 1; n > 0 {
 				missed.Add(float64(n))
 			}
 		}
 		start := time.Now()
+		if last.IsZero() {
+			restoreAlerts(ctx, g, evalTimestamp, query, externalURL)
+		}
 		rules.DefaultEvalIterationFunc(ctx, g, evalTimestamp)
 		evaluations.Inc()
 		r.metrics.groupDuration.Observe(time.Since(start).Seconds())
+	}
+}
+
+// restoreAlerts evaluates g's alerting rules without writing or sending
+// anything, so that their active alerts exist, and restores those alerts'
+// 'for' state.
+func restoreAlerts(ctx context.Context, g *rules.Group, ts time.Time, query rules.QueryFunc, externalURL *url.URL) {
+	alerting := false
+	for _, rule := range g.Rules() {
+		if ar, ok := rule.(*rules.AlertingRule); ok {
+			alerting = true
+			_, _ = ar.Eval(ctx, g.QueryOffset(), ts, query, externalURL, g.Limit())
+		}
+	}
+	if alerting {
+		g.RestoreForState(time.Now())
 	}
 }
 

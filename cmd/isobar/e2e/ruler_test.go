@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,4 +224,166 @@ func TestRulerAlertsThroughAlertmanager(t *testing.T) {
 	time.Sleep(5 * time.Second) // resend delay, group_interval and slack
 	after, _ := am.received("HypervisorDown", map[string]string{"hypervisor": "cmp-a1"})
 	require.Equal(t, before, after, "no new notification after the restart")
+}
+
+// TestRulersShareGroupsAndTakeOver runs two rulers in a cluster over one
+// rule store: the ruler ring splits a tenant's groups between them, either
+// ruler's /api/v1/rules and /api/v1/alerts list them all, and when one
+// ruler stops, the other evaluates every group within one poll interval,
+// its alerts firing from the first evaluation with their activeAt kept.
+func TestRulersShareGroupsAndTakeOver(t *testing.T) {
+	const (
+		groups = 12
+		poll   = 5 * time.Second
+	)
+	c := startCluster(t)
+	store := t.TempDir()
+	rulerFlags := []string{"-bucket.filesystem.dir=" + store, "-ruler.poll-interval=" + poll.String(),
+		"-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1m"}
+	var rulers []*isobar
+	for i := range 2 {
+		rulers = append(rulers, startIsobar(t, t.TempDir(), clusterMember(t, c.join, fmt.Sprintf("ruler-%d", i), "ruler", freeAddr(t), rulerFlags...)...))
+	}
+
+	req := &prompb.WriteRequest{}
+	for i := range groups {
+		req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_ring_up", "hypervisor", fmt.Sprintf("cmp-%02d", i)}, sample(time.Now().UnixMilli(), 0)))
+	}
+	mustPush(t, c.distributor.URL, "", req)
+	for i := range groups {
+		body := fmt.Sprintf(`name: g%02d
+interval: 1s
+rules:
+  - record: e2e:ring_up:g%02d
+    expr: count(e2e_ring_up)
+  - alert: E2EHypervisorDown
+    expr: e2e_ring_up{hypervisor="cmp-%02d"} == 0
+    for: 2s
+    labels:
+      group: g%02d
+`, i, i, i, i)
+		code, resp, err := postRaw(httpClient, rulers[0].URL+"/prometheus/config/v1/rules/cloud", []byte(body), http.Header{"Content-Type": {"application/yaml"}})
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, code, resp)
+	}
+
+	type alert struct {
+		Labels   map[string]string `json:"labels"`
+		State    string            `json:"state"`
+		ActiveAt time.Time         `json:"activeAt"`
+	}
+	type group struct {
+		Name           string    `json:"name"`
+		LastEvaluation time.Time `json:"lastEvaluation"`
+	}
+	groupsOf := func(r *isobar, params url.Values) []group {
+		var out struct {
+			Groups []group `json:"groups"`
+		}
+		apiClient{base: r.URL}.mustGet(t, "/api/v1/rules", params, &out)
+		return out.Groups
+	}
+	alertsOf := func(r *isobar, params url.Values) map[string]alert {
+		var out struct {
+			Alerts []alert `json:"alerts"`
+		}
+		apiClient{base: r.URL}.mustGet(t, "/api/v1/alerts", params, &out)
+		m := map[string]alert{}
+		for _, a := range out.Alerts {
+			m[a.Labels["group"]] = a
+		}
+		return m
+	}
+	local := url.Values{"local": {"true"}}
+
+	// Each ruler evaluates its share, and every alert fires.
+	owned := make([][]group, 2)
+	waitFor(t, 3*poll, "both rulers evaluating their groups, every alert firing", func() error {
+		total := 0
+		for i, r := range rulers {
+			owned[i] = groupsOf(r, local)
+			for _, g := range owned[i] {
+				if g.LastEvaluation.IsZero() {
+					return fmt.Errorf("group %s on ruler %d not evaluated yet", g.Name, i)
+				}
+			}
+			total += len(owned[i])
+		}
+		if total != groups {
+			return fmt.Errorf("the rulers evaluate %d and %d groups", len(owned[0]), len(owned[1]))
+		}
+		for g, a := range alertsOf(rulers[0], nil) {
+			if a.State != "firing" {
+				return fmt.Errorf("alert of %s is %s", g, a.State)
+			}
+		}
+		if n := len(alertsOf(rulers[0], nil)); n != groups {
+			return fmt.Errorf("%d alerts", n)
+		}
+		return nil
+	})
+	require.NotEmpty(t, owned[0])
+	require.NotEmpty(t, owned[1])
+	t.Logf("ruler-0 evaluates %d groups, ruler-1 %d", len(owned[0]), len(owned[1]))
+
+	// Either ruler lists every group, page by page.
+	var paged []string
+	params := url.Values{"group_limit": {"5"}}
+	for {
+		var out struct {
+			Groups    []group `json:"groups"`
+			NextToken string  `json:"groupNextToken"`
+		}
+		apiClient{base: rulers[1].URL}.mustGet(t, "/api/v1/rules", params, &out)
+		for _, g := range out.Groups {
+			paged = append(paged, g.Name)
+		}
+		if out.NextToken == "" {
+			break
+		}
+		params.Set("group_next_token", out.NextToken)
+		require.Less(t, len(paged), groups, "pages never end")
+	}
+	var want []string
+	for i := range groups {
+		want = append(want, fmt.Sprintf("g%02d", i))
+	}
+	require.Equal(t, want, paged)
+	before := alertsOf(rulers[1], nil)
+	require.Len(t, before, groups)
+
+	// ruler-1 stops; ruler-0 takes its groups over within a poll interval,
+	// and their alerts are firing from the first evaluation on.
+	require.Equal(t, 0, rulers[1].Stop())
+	stopped := time.Now()
+	seen := map[string][]string{}
+	waitFor(t, 2*poll, "ruler-0 evaluating every group", func() error {
+		for g, a := range alertsOf(rulers[0], local) {
+			if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
+				seen[g] = append(seen[g], a.State)
+			}
+		}
+		gs := groupsOf(rulers[0], local)
+		if len(gs) != groups {
+			return fmt.Errorf("%d groups", len(gs))
+		}
+		for _, g := range gs {
+			if !g.LastEvaluation.After(stopped) {
+				return fmt.Errorf("group %s not evaluated since", g.Name)
+			}
+		}
+		return nil
+	})
+	took := time.Since(stopped)
+	t.Logf("ruler-0 evaluated all %d groups %s after ruler-1 stopped", groups, took.Round(10*time.Millisecond))
+	require.Less(t, took, poll, "takeover within one poll interval")
+	after := alertsOf(rulers[0], local)
+	require.Len(t, after, groups)
+	for g, a := range after {
+		require.Equal(t, "firing", a.State, "alert of %s", g)
+		require.Equal(t, []string{"firing"}, seen[g], "states of the alert of %s seen on ruler-0", g)
+		// ALERTS_FOR_STATE keeps whole seconds.
+		require.True(t, a.ActiveAt.Equal(before[g].ActiveAt.Truncate(time.Second)) || a.ActiveAt.Equal(before[g].ActiveAt),
+			"alert of %s active since %s, was %s", g, a.ActiveAt, before[g].ActiveAt)
+	}
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local cluster on 127.0.0.1: 3 ingesters (replication factor 3),
 # 1 distributor (push to :9009), 1 querier (:9010) behind a query-frontend
-# (query at :9016), 1 store-gateway and 1 compactor, joined by memberlist gossip and sharing a filesystem
-# bucket. Data, bucket and logs go under ./data/cluster. Ctrl-C stops it.
+# (query at :9016), 1 store-gateway, 1 compactor and 2 rulers (:9017, :9018), joined by memberlist gossip
+# and sharing a filesystem bucket. Data, bucket and logs go under ./data/cluster. Ctrl-C stops it.
 # ISOBAR_FLAGS (space-separated) go to every member.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,9 @@ start querier 9010 9099 7950 querier
 start store-gateway 9014 9100 7951 store-gateway
 start compactor 9015 9101 7952 compactor
 start query-frontend 9016 9102 7953 query-frontend -query-frontend.downstream-url=http://127.0.0.1:9010
+start ruler-1 9017 9103 7954 ruler
+start ruler-2 9018 9104 7955 ruler
 echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9016/prometheus (frontend; the querier itself: :9010)"
-echo "rings: http://127.0.0.1:9010/ring (ingesters)   http://127.0.0.1:9010/store-gateway/ring"
+echo "rings: http://127.0.0.1:9010/ring (ingesters)   http://127.0.0.1:9010/store-gateway/ring   http://127.0.0.1:9017/ruler/ring"
+echo "rules: http://127.0.0.1:9017/prometheus/config/v1/rules (either ruler)"
 wait

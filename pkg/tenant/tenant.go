@@ -25,11 +25,13 @@ const MaxLength = 150
 var (
 	errEmpty   = errors.New("tenant ID is empty")
 	errDots    = errors.New(`tenant ID must not be "." or ".."`)
+	errHidden  = errors.New(`tenant ID must not start with ".": the filesystem bucket hides such names (its uploads in flight), so the tenant's blocks would never be compacted, served or deleted`)
 	errMissing = errors.New("no tenant ID in request context")
 )
 
 // Validate reports whether id can be used as a tenant ID: 1 to MaxLength
-// characters from [a-zA-Z0-9!-_.*'()], and never "." or "..".
+// characters from [a-zA-Z0-9!-_.*'()], and never "." or ".." or a name
+// beginning with ".".
 func Validate(id string) error {
 	if id == "" {
 		return errEmpty
@@ -39,6 +41,9 @@ func Validate(id string) error {
 	}
 	if id == "." || id == ".." {
 		return errDots
+	}
+	if id[0] == '.' {
+		return errHidden
 	}
 	for i := 0; i < len(id); i++ {
 		if !allowed(id[i]) {

@@ -37,9 +37,12 @@ func (r *Ruler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+cfg, r.listRules)
 	mux.HandleFunc("GET "+cfg+"/{namespace}", r.listRules)
 	mux.HandleFunc("GET "+cfg+"/{namespace}/{group}", r.getGroup)
-	mux.HandleFunc("POST "+cfg+"/{namespace}", r.setGroups)
-	mux.HandleFunc("DELETE "+cfg+"/{namespace}", r.deleteNamespace)
-	mux.HandleFunc("DELETE "+cfg+"/{namespace}/{group}", r.deleteGroup)
+	// A page of another site must not change rules from an operator's
+	// browser; Grafana and mimirtool send no browser headers.
+	crossOrigin := http.NewCrossOriginProtection()
+	mux.Handle("POST "+cfg+"/{namespace}", crossOrigin.Handler(http.HandlerFunc(r.setGroups)))
+	mux.Handle("DELETE "+cfg+"/{namespace}", crossOrigin.Handler(http.HandlerFunc(r.deleteNamespace)))
+	mux.Handle("DELETE "+cfg+"/{namespace}/{group}", crossOrigin.Handler(http.HandlerFunc(r.deleteGroup)))
 	for _, prefix := range []string{"/prometheus/api/v1", "/api/v1"} {
 		mux.HandleFunc("GET "+prefix+"/rules", r.prometheusRules)
 		mux.HandleFunc("GET "+prefix+"/alerts", r.prometheusAlerts)

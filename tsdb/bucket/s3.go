@@ -114,9 +114,19 @@ func NewS3(cfg S3Config, logger *slog.Logger) (*S3, error) {
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
 	}
+	creds := credentials.NewStaticV4(cfg.AccessKeyID, cfg.SecretAccessKey.String(), "")
+	if cfg.AccessKeyID == "" {
+		// Keys from the environment (AWS_ACCESS_KEY_ID and
+		// AWS_SECRET_ACCESS_KEY, or MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)
+		// or the shared credentials file (AWS_SHARED_CREDENTIALS_FILE,
+		// ~/.aws/credentials), so that no secret is on a command line;
+		// with none of them, requests are anonymous.
+		creds = credentials.NewChainCredentials([]credentials.Provider{
+			&credentials.EnvAWS{}, &credentials.EnvMinio{}, &credentials.FileAWSCredentials{},
+		})
+	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		// Empty keys mean anonymous requests.
-		Creds:        credentials.NewStaticV4(cfg.AccessKeyID, cfg.SecretAccessKey.String(), ""),
+		Creds:        creds,
 		Secure:       !cfg.Insecure,
 		Transport:    transport,
 		Region:       cfg.Region,

@@ -207,3 +207,63 @@ func BenchmarkPushPath(b *testing.B) {
 	b.ReportMetric(float64(series*b.N)/b.Elapsed().Seconds(), "samples/s")
 	b.ReportMetric(b.Elapsed().Seconds()*1e6/float64(series*b.N), "µs/sample")
 }
+
+// TestOperatorEndpointsRefuseCrossSiteRequests: a page of another site
+// cannot make an operator's browser flush, compact or change rules; the
+// same requests from a tool (no browser headers) or the same origin work.
+func TestOperatorEndpointsRefuseCrossSiteRequests(t *testing.T) {
+	_, url := startApp(t)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   int
+	}{
+		{"cross-site browser request", http.Header{"Sec-Fetch-Site": {"cross-site"}}, http.StatusForbidden},
+		{"origin of another site", http.Header{"Origin": {"https://evil.example"}}, http.StatusForbidden},
+		{"same-origin browser request", http.Header{"Sec-Fetch-Site": {"same-origin"}}, 0},
+		{"a tool", nil, 0},
+	} {
+		for _, ep := range []struct {
+			method, path, body string
+			ok                 int
+		}{
+			{http.MethodPost, "/ingester/flush", "", http.StatusNoContent},
+			{http.MethodPost, "/compactor/run", "", http.StatusNoContent},
+			{http.MethodPost, "/prometheus/config/v1/rules/ns", "name: g\nrules:\n  - record: r\n    expr: vector(1)\n", http.StatusAccepted},
+			{http.MethodDelete, "/prometheus/config/v1/rules/ns", "", http.StatusAccepted},
+		} {
+			t.Run(tc.name+" "+ep.method+" "+ep.path, func(t *testing.T) {
+				req, err := http.NewRequest(ep.method, url+ep.path, strings.NewReader(ep.body))
+				require.NoError(t, err)
+				for k, v := range tc.header {
+					req.Header[k] = v
+				}
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want := tc.want
+				if want == 0 {
+					want = ep.ok
+				}
+				require.Equal(t, want, resp.StatusCode, "%s", b)
+			})
+		}
+	}
+}
+
+func TestRedactArgs(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{
+			in:   []string{"isobar", "-bucket.s3.secret-access-key=abc", "-bucket.s3.access-key-id=id", "-target=all"},
+			want: []string{"isobar", "-bucket.s3.secret-access-key=<redacted>", "-bucket.s3.access-key-id=id", "-target=all"},
+		},
+		{
+			in:   []string{"isobar", "--bucket.s3.secret-access-key", "abc", "-x.password", "p", "-auth.token=t", "-target", "all"},
+			want: []string{"isobar", "--bucket.s3.secret-access-key", "<redacted>", "-x.password", "<redacted>", "-auth.token=<redacted>", "-target", "all"},
+		},
+		{in: []string{"isobar", "-bucket.s3.secret-access-key"}, want: []string{"isobar", "-bucket.s3.secret-access-key"}},
+	} {
+		require.Equal(t, tc.want, redactArgs(tc.in))
+	}
+}

@@ -118,7 +118,7 @@ func TestComposeCluster(t *testing.T) {
 		}
 	}
 	slices.Sort(targets)
-	require.Equal(t, []string{TargetCompactor, TargetDistributor, TargetIngester, TargetIngester, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetStoreGateway}, targets)
+	require.Equal(t, []string{TargetCompactor, TargetDistributor, TargetIngester, TargetIngester, TargetIngester, TargetQuerier, TargetQueryFrontend, TargetRuler, TargetRuler, TargetStoreGateway}, targets)
 	for _, addr := range dialed {
 		host, _, err := net.SplitHostPort(addr)
 		require.NoError(t, err)

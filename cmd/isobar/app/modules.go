@@ -192,7 +192,7 @@ func (a *App) initIngesterRing() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.mux.Handle("/ring", r)
+	a.server.HandleOperator("/ring", r)
 	a.ring = r
 	return r, nil
 }
@@ -267,7 +267,7 @@ func (a *App) initIngester() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.mux.Handle("POST /ingester/flush", postAction(ing.Flush))
+	a.server.HandleOperator("POST /ingester/flush", postAction(ing.Flush))
 	if a.ring != nil {
 		// The lifecycler writes ACTIVE to the store; the ring this process
 		// reads (and shows at /ring) learns it one watch later.

@@ -60,7 +60,7 @@ func (a *App) initRuler() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.mux.Handle("/ruler/ring", rc)
+	a.server.HandleOperator("/ruler/ring", rc)
 	id := a.cfg.Ring.InstanceID
 	deps.Owns = func(tenantID, namespace, group string) bool {
 		owns, err := memberOf(rc, ring.RuleGroupToken(tenantID, namespace, group), rulerOwn, id)

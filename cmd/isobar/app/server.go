@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -41,13 +43,18 @@ type Server struct {
 	grpcLis net.Listener
 
 	duration *prometheus.HistogramVec
+	// crossOrigin refuses state-changing requests a browser sends for
+	// another site's page: operators' actions cannot be triggered by a
+	// page an operator happens to visit.
+	crossOrigin *http.CrossOriginProtection
 }
 
 func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	s := &Server{
-		cfg:    cfg,
-		mux:    http.NewServeMux(),
-		logger: logger.With("component", "server"),
+		cfg:         cfg,
+		crossOrigin: http.NewCrossOriginProtection(),
+		mux:         http.NewServeMux(),
+		logger:      logger.With("component", "server"),
 		duration: promauto.With(reg).NewHistogramVec(prometheus.HistogramOpts{
 			Name:                            "isobar_request_duration_seconds",
 			Help:                            "Time to answer HTTP requests, by route, method and status code.",
@@ -59,7 +66,7 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/cmdline", redactedCmdline)
 	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -121,6 +128,47 @@ func (s *Server) stopping(_ error) error {
 		s.grpc.Stop()
 	}
 	return nil
+}
+
+// HandleOperator registers an operator's endpoint (an action, or a page
+// whose forms change state), refusing cross-site browser requests.
+func (s *Server) HandleOperator(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.crossOrigin.Handler(h))
+}
+
+// redactedCmdline serves the command line as pprof's cmdline does, with
+// the values of flags that hold secrets replaced.
+func redactedCmdline(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = fmt.Fprint(w, strings.Join(redactArgs(os.Args), "\x00"))
+}
+
+// redactArgs replaces the values of flags whose names say they hold a
+// secret (secret, password, token), given as -flag=value or -flag value.
+func redactArgs(args []string) []string {
+	out := slices.Clone(args)
+	secret := func(arg string) bool {
+		name := strings.ToLower(strings.TrimLeft(arg, "-"))
+		return strings.Contains(name, "secret") || strings.Contains(name, "password") || strings.Contains(name, "token")
+	}
+	for i := 1; i < len(out); i++ {
+		arg := out[i]
+		if !strings.HasPrefix(arg, "-") || arg == "--" {
+			continue
+		}
+		if name, _, ok := strings.Cut(arg, "="); ok {
+			if secret(name) {
+				out[i] = name + "=<redacted>"
+			}
+			continue
+		}
+		if secret(arg) && i+1 < len(out) {
+			out[i+1] = "<redacted>"
+			i++
+		}
+	}
+	return out
 }
 
 // Addr is the address the server listens on, once it is running.

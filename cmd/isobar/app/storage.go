@@ -64,7 +64,7 @@ func (a *App) initStoreGatewayRing() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.mux.Handle("/store-gateway/ring", r)
+	a.server.HandleOperator("/store-gateway/ring", r)
 	a.storeGatewayRing = r
 	return r, nil
 }
@@ -113,7 +113,7 @@ func (a *App) initStoreGateway() (services.Service, error) {
 		return nil, err
 	}
 	rpc.RegisterStoreGatewayServer(a.server.grpc, sg)
-	a.server.mux.Handle("POST /store-gateway/sync", postAction(sg.SyncOnce))
+	a.server.HandleOperator("POST /store-gateway/sync", postAction(sg.SyncOnce))
 	a.storeGateway = sg
 	if lc == nil {
 		return sg, nil
@@ -210,7 +210,7 @@ func (a *App) initCompactor() (services.Service, error) {
 			}
 			return err
 		})
-		a.server.mux.Handle("/compactor/ring", r)
+		a.server.HandleOperator("/compactor/ring", r)
 		opts.OwnsTenant = func(tenantID string) (bool, error) {
 			return memberOf(r, ring.BlockToken(tenantID, ""), compactorOwn, id)
 		}
@@ -219,7 +219,7 @@ func (a *App) initCompactor() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.mux.Handle("POST /compactor/run", postAction(c.RunOnce))
+	a.server.HandleOperator("POST /compactor/run", postAction(c.RunOnce))
 	if lc == nil {
 		return c, nil
 	}

@@ -36,6 +36,7 @@ func TestTenantIsolation(t *testing.T) {
 		{"../x", http.StatusBadRequest, `invalid X-Scope-OrgID header: tenant ID contains unsupported character '/'`},
 		{"..", http.StatusBadRequest, `tenant ID must not be "." or ".."`},
 		{"team-a|team-b", http.StatusBadRequest, "unsupported character '|'"},
+		{".tmp-x", http.StatusBadRequest, `tenant ID must not start with "."`},
 	} {
 		code, body, err := push(iso.URL, c.tenant, probe)
 		require.NoError(t, err)

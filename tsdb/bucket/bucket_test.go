@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -440,4 +441,49 @@ func (r *recordingBucket) Upload(ctx context.Context, name string, rd io.Reader)
 	r.uploads = append(r.uploads, name)
 	r.mu.Unlock()
 	return r.Bucket.Upload(ctx, name, rd)
+}
+
+// TestS3KeysFromTheEnvironment: without key flags, requests are signed
+// with the keys of the environment, so that no secret is on the command
+// line; with none there, they are anonymous.
+func TestS3KeysFromTheEnvironment(t *testing.T) {
+	var mu sync.Mutex
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auth = append(auth, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer srv.Close()
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	for _, tc := range []struct {
+		name, keyID, secret string
+		want                string
+	}{
+		{name: "environment", keyID: "env-key-id", secret: "env-secret", want: "Credential=env-key-id/"},
+		{name: "anonymous", want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("AWS_ACCESS_KEY_ID", tc.keyID)
+			t.Setenv("AWS_SECRET_ACCESS_KEY", tc.secret)
+			mu.Lock()
+			auth = nil
+			mu.Unlock()
+			b, err := NewS3(S3Config{Endpoint: strings.TrimPrefix(srv.URL, "http://"), BucketName: "isobar-test", Region: "us-east-1", Insecure: true, PathStyle: true}, testLogger())
+			require.NoError(t, err)
+			defer b.Close()
+			_, _ = b.Exists(context.Background(), "some/object")
+			mu.Lock()
+			defer mu.Unlock()
+			require.NotEmpty(t, auth)
+			for _, a := range auth {
+				if tc.want == "" {
+					require.Empty(t, a)
+				} else {
+					require.Contains(t, a, tc.want)
+				}
+			}
+		})
+	}
 }

@@ -21,6 +21,7 @@ type Limits struct {
 	MaxLabelValueLength    int            `yaml:"max_label_value_length"`
 	MaxMetadataLength      int            `yaml:"max_metadata_length"`
 	CreationGracePeriod    model.Duration `yaml:"creation_grace_period"`
+	PastGracePeriod        model.Duration `yaml:"past_grace_period"`
 	MaxSeriesPerTenant     int            `yaml:"max_series_per_tenant"`
 	MaxSeriesPerMetric     int            `yaml:"max_series_per_metric"`
 	OutOfOrderTimeWindow   model.Duration `yaml:"out_of_order_time_window"`
@@ -53,6 +54,8 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxMetadataLength, "validation.max-metadata-length", 1024, "Maximum length of a metric family name, help or unit in bytes.")
 	l.CreationGracePeriod = model.Duration(10 * time.Minute)
 	f.Var(&l.CreationGracePeriod, "validation.create-grace-period", "How far in the future a sample's timestamp may be.")
+	l.PastGracePeriod = model.Duration(30 * 24 * time.Hour)
+	f.Var(&l.PastGracePeriod, "validation.past-grace-period", "How far in the past a sample's timestamp may be; older samples, histograms and exemplars are refused. 0 means no limit (a tenant's first sample then sets where its ingesters' heads start).")
 	f.IntVar(&l.MaxSeriesPerTenant, "ingester.max-series-per-tenant", 5_000_000, "Maximum number of active series of a tenant per ingester. 0 means no limit.")
 	f.IntVar(&l.MaxSeriesPerMetric, "ingester.max-series-per-metric", 0, "Maximum number of active series of one metric name per tenant per ingester. 0 means no limit.")
 	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")

@@ -42,13 +42,13 @@ func Validate(id string) error {
 	if id == "." || id == ".." {
 		return errDots
 	}
-	if id[0] == '.' {
-		return errHidden
-	}
 	for i := 0; i < len(id); i++ {
 		if !allowed(id[i]) {
 			return fmt.Errorf("tenant ID contains unsupported character %q at position %d (allowed: a-z A-Z 0-9 ! - _ . * ' ( ))", rune(id[i]), i)
 		}
+	}
+	if id[0] == '.' {
+		return errHidden
 	}
 	return nil
 }

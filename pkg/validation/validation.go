@@ -9,6 +9,7 @@ package validation
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf8"
 
@@ -37,6 +38,7 @@ const (
 	LabelNameTooLong  Reason = "label_name_too_long"
 	LabelValueTooLong Reason = "label_value_too_long"
 	TooFarInFuture    Reason = "too_far_in_future"
+	TooFarInPast      Reason = "too_far_in_past"
 	InvalidHistogram  Reason = "invalid_native_histogram"
 	NoSamples         Reason = "no_samples"
 )
@@ -45,7 +47,7 @@ const (
 var Reasons = []Reason{
 	MissingMetricName, InvalidMetricName, InvalidLabelName, InvalidLabelValue, EmptyLabelValue,
 	DuplicateLabel, LabelsNotSorted, TooManyLabels, LabelNameTooLong, LabelValueTooLong,
-	TooFarInFuture, InvalidHistogram, NoSamples,
+	TooFarInFuture, TooFarInPast, InvalidHistogram, NoSamples,
 }
 
 // Error says why one series was rejected.
@@ -139,17 +141,30 @@ func Samples(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64) (droppedExem
 		return 0, newError(NoSamples, ts, "series has no samples")
 	}
 	maxT := nowMs + int64(l.CreationGracePeriod)/1e6
+	minT := int64(math.MinInt64)
+	if past := int64(l.PastGracePeriod) / 1e6; past > 0 && nowMs-past < nowMs {
+		minT = nowMs - past
+	}
+	checkTime := func(kind string, t int64) *Error {
+		switch {
+		case t > maxT:
+			return newError(TooFarInFuture, ts, "%s timestamp %s is more than %s in the future (-validation.create-grace-period)",
+				kind, formatTime(t), l.CreationGracePeriod)
+		case t < minT:
+			return newError(TooFarInPast, ts, "%s timestamp %s is more than %s in the past (-validation.past-grace-period)",
+				kind, formatTime(t), l.PastGracePeriod)
+		}
+		return nil
+	}
 	for i := range ts.Samples {
-		if ts.Samples[i].Timestamp > maxT {
-			return 0, newError(TooFarInFuture, ts, "sample timestamp %s is more than %s in the future (-validation.create-grace-period)",
-				model.Time(ts.Samples[i].Timestamp).Time().UTC().Format("2006-01-02T15:04:05.000Z"), l.CreationGracePeriod)
+		if err := checkTime("sample", ts.Samples[i].Timestamp); err != nil {
+			return 0, err
 		}
 	}
 	for i := range ts.Histograms {
 		h := &ts.Histograms[i]
-		if h.Timestamp > maxT {
-			return 0, newError(TooFarInFuture, ts, "histogram timestamp %s is more than %s in the future (-validation.create-grace-period)",
-				model.Time(h.Timestamp).Time().UTC().Format("2006-01-02T15:04:05.000Z"), l.CreationGracePeriod)
+		if err := checkTime("histogram", h.Timestamp); err != nil {
+			return 0, err
 		}
 		var verr error
 		if h.IsFloatHistogram() {
@@ -161,7 +176,12 @@ func Samples(l *limits.Limits, ts *rwproto.TimeSeries, nowMs int64) (droppedExem
 			return 0, newError(InvalidHistogram, ts, "invalid native histogram at %d: %v", h.Timestamp, verr)
 		}
 	}
-	return exemplars(l, ts, maxT), nil
+	return exemplars(l, ts, minT, maxT), nil
+}
+
+// formatTime writes a millisecond timestamp as UTC, whatever its size.
+func formatTime(t int64) string {
+	return model.Time(t).Time().UTC().Format("2006-01-02T15:04:05.000Z")
 }
 
 // Labels checks the labels of one series against l.
@@ -209,12 +229,12 @@ func Labels(l *limits.Limits, ts *rwproto.TimeSeries) *Error {
 	return nil
 }
 
-// exemplars drops, in place, exemplars that are in the future or whose label
+// exemplars drops, in place, exemplars outside [minT, maxT] or whose label
 // set is longer than Prometheus allows.
-func exemplars(l *limits.Limits, ts *rwproto.TimeSeries, maxT int64) int {
+func exemplars(l *limits.Limits, ts *rwproto.TimeSeries, minT, maxT int64) int {
 	kept := ts.Exemplars[:0]
 	for _, e := range ts.Exemplars {
-		if e.Timestamp <= maxT && exemplarLabelsOK(l, e.Labels) {
+		if e.Timestamp >= minT && e.Timestamp <= maxT && exemplarLabelsOK(l, e.Labels) {
 			kept = append(kept, e)
 		}
 	}

@@ -3,6 +3,7 @@ package validation
 import (
 	"flag"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -42,6 +43,13 @@ func TestSeries(t *testing.T) {
 	}
 	future := series("__name__", "up")
 	future.Samples[0].Timestamp = now + 11*60*1000
+	past := series("__name__", "up")
+	past.Samples[0].Timestamp = now - 31*24*3600*1000
+	minInt := series("__name__", "up")
+	minInt.Samples[0].Timestamp = math.MinInt64
+	pastHist := series("__name__", "h")
+	pastHist.Samples = nil
+	pastHist.Histograms = []prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 0}, Timestamp: math.MinInt64}}
 	noSamples := series("__name__", "up")
 	noSamples.Samples = nil
 	badHist := series("__name__", "h")
@@ -67,6 +75,9 @@ func TestSeries(t *testing.T) {
 		{name: "long name", ts: series("__name__", "up", strings.Repeat("a", 1025), "x"), reason: LabelNameTooLong, msg: "-validation.max-length-label-name"},
 		{name: "long value", ts: series("__name__", "up", "a", strings.Repeat("x", 2049)), reason: LabelValueTooLong, msg: "2049 bytes long"},
 		{name: "future", ts: future, reason: TooFarInFuture, msg: "more than 10m in the future"},
+		{name: "past", ts: past, reason: TooFarInPast, msg: "more than 30d in the past (-validation.past-grace-period)"},
+		{name: "the int64 minimum", ts: minInt, reason: TooFarInPast, msg: "more than 30d in the past"},
+		{name: "histogram at the int64 minimum", ts: pastHist, reason: TooFarInPast, msg: "histogram timestamp"},
 		{name: "no samples", ts: noSamples, reason: NoSamples, msg: "no samples"},
 		{name: "bad histogram", ts: badHist, reason: InvalidHistogram, msg: "invalid native histogram"},
 	} {
@@ -101,10 +112,11 @@ func TestExemplarsDroppedNotSeries(t *testing.T) {
 		{Labels: []labels.Label{{Name: "trace_id", Value: "abc"}}, Timestamp: now},
 		{Labels: []labels.Label{{Name: "trace_id", Value: strings.Repeat("x", 200)}}, Timestamp: now},
 		{Labels: []labels.Label{{Name: "trace_id", Value: "def"}}, Timestamp: now + 3600_000},
+		{Labels: []labels.Label{{Name: "trace_id", Value: "ghi"}}, Timestamp: math.MinInt64},
 	}
 	dropped, err := Samples(defaultLimits(t), &ts, now)
 	require.Nil(t, err)
-	require.Equal(t, 2, dropped)
+	require.Equal(t, 3, dropped)
 	require.Len(t, ts.Exemplars, 1)
 	require.Equal(t, "abc", ts.Exemplars[0].Labels[0].Value)
 }

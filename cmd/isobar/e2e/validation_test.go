@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,6 +79,14 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 		wantMsg    []string // substrings of the response body
 		stored     []stored // must be queryable afterwards with this value
 	}{
+		{
+			// The tenant's first sample: had its head taken it, every
+			// later write would be refused (every case below writes).
+			name:       "sample at the int64 minimum",
+			body:       body(series([]string{"__name__", "e2e_bad_ancient"}, sample(math.MinInt64, 1)), valid("e2e_ok_ancient", 13)),
+			wantStatus: 400, wantMsg: []string{"more than 30d in the past (-validation.past-grace-period)", `{__name__="e2e_bad_ancient"}`},
+			stored: []stored{{"e2e_ok_ancient", 13}},
+		},
 		{
 			name: "not snappy", body: []byte("this is not a snappy-compressed body"),
 			wantStatus: 400, wantMsg: []string{"decode snappy body"},

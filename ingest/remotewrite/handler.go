@@ -5,6 +5,7 @@
 package remotewrite
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -147,14 +148,19 @@ func checkContentType(ct string) error {
 	return nil
 }
 
+// bodyPrealloc is the most memory a declared Content-Length reserves
+// before its bytes arrive; beyond it the buffer grows as they do, so that a
+// client that claims a large body and sends little holds little.
+const bodyPrealloc = 256 << 10
+
 // readBody reads the whole body into buf, refusing bodies over max before
 // reading them when the length is declared.
 func readBody(r *http.Request, buf []byte, max int) ([]byte, error) {
 	if r.ContentLength > int64(max) {
 		return buf, errStatus(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", r.ContentLength, max)
 	}
-	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
-		buf = make([]byte, 0, r.ContentLength)
+	if want := min(r.ContentLength, bodyPrealloc); want > 0 && int64(cap(buf)) < want {
+		buf = make([]byte, 0, want)
 	}
 	lr := io.LimitReader(r.Body, int64(max)+1)
 	for {
@@ -188,6 +194,9 @@ func (h *Handler) decompress(encoding string, src, dst []byte, max int) ([]byte,
 		if n > max {
 			return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", n, max)
 		}
+		if n > maxSnappyRatio*len(src) {
+			return dst, errStatus(http.StatusBadRequest, "decode snappy body: its header claims %d bytes, more than %d compressed bytes can hold", n, len(src))
+		}
 		if cap(dst) < n {
 			dst = make([]byte, n)
 		}
@@ -214,22 +223,28 @@ func (h *Handler) zstdDecode(src, dst []byte, max int) ([]byte, error) {
 	if hdr.HasFCS && hdr.FrameContentSize > uint64(max) {
 		return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", hdr.FrameContentSize, max)
 	}
-	// Frames need not declare their size, so the decoder itself is bounded.
-	// Senders use snappy; a decoder per zstd request keeps this simple.
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
+	// Frames need not declare their size, and a declared size is a claim:
+	// the output grows as the decoder writes it, up to max. Senders use
+	// snappy; a decoder per zstd request keeps this simple.
+	zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
 	if err != nil {
 		return dst, fmt.Errorf("create zstd decoder: %w", err)
 	}
 	defer zr.Close()
-	out, err := zr.DecodeAll(src, dst)
+	out := bytes.NewBuffer(dst[:0])
+	_, err = out.ReadFrom(io.LimitReader(zr, int64(max)+1))
 	if err != nil {
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
 			return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max)
 		}
 		return dst, errStatus(http.StatusBadRequest, "decode zstd body: %v", err)
 	}
-	if len(out) > max {
+	if out.Len() > max {
 		return dst, errStatus(http.StatusRequestEntityTooLarge, "decompressed body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max)
 	}
-	return out, nil
+	return out.Bytes(), nil
 }
+
+// maxSnappyRatio bounds snappy's expansion: its densest element, a 3-byte
+// copy, yields at most 64 bytes.
+const maxSnappyRatio = 22

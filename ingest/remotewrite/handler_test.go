@@ -3,9 +3,11 @@ package remotewrite
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -163,4 +165,48 @@ func FuzzHandler(f *testing.F) {
 		rec := serve(New(&recorder{max: 1 << 16}, slog.New(slog.DiscardHandler), nil), http.MethodPost, hdr, b)
 		require.Less(t, rec.Code, 500, rec.Body.String())
 	})
+}
+
+// TestClaimedSizesAreNotAllocated: what a client claims (a Content-Length,
+// a snappy or zstd header's decoded size) allocates nothing until the
+// bytes arrive; each request is refused having cost a few kilobytes.
+func TestClaimedSizesAreNotAllocated(t *testing.T) {
+	zenc, err := zstd.NewWriter(nil)
+	require.NoError(t, err)
+	frame := zenc.EncodeAll(make([]byte, 50<<20), nil)
+	var hdr zstd.Header
+	require.NoError(t, hdr.Decode(frame))
+	require.True(t, hdr.HasFCS)
+	zstdClaim := frame[:hdr.HeaderSize] // declares 50 MB, holds no block
+
+	h := New(&recorder{max: 100 << 20}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	for _, tc := range []struct {
+		name          string
+		hdr           map[string]string
+		body          []byte
+		contentLength int64
+		wantMsg       string
+	}{
+		{name: "snappy header claiming 100 MB", body: append(binary.AppendUvarint(nil, 100_000_000), 0), wantMsg: "claims 100000000 bytes, more than 5 compressed bytes can hold"},
+		{name: "zstd header claiming 50 MB", hdr: map[string]string{"Content-Encoding": "zstd"}, body: zstdClaim, wantMsg: "decode zstd body"},
+		{name: "Content-Length of 90 MB, 10 bytes sent", body: []byte("0123456789"), contentLength: 90 << 20, wantMsg: "decode snappy body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(tc.body))
+			for k, v := range tc.hdr {
+				req.Header.Set(k, v)
+			}
+			if tc.contentLength > 0 {
+				req.ContentLength = tc.contentLength
+			}
+			rec := httptest.NewRecorder()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			tenant.Middleware(false, h).ServeHTTP(rec, req)
+			runtime.ReadMemStats(&after)
+			require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+			require.Contains(t, rec.Body.String(), tc.wantMsg)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2<<20), "bytes allocated answering it")
+		})
+	}
 }

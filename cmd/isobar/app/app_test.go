@@ -1,12 +1,14 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -266,4 +268,26 @@ func TestRedactArgs(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, redactArgs(tc.in))
 	}
+}
+
+// TestTricklingClientIsCutOff: a push whose body never arrives whole is
+// answered once -server.http-read-timeout passes, not held forever.
+func TestTricklingClientIsCutOff(t *testing.T) {
+	_, url := startApp(t, "-server.http-read-timeout=500ms")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	start := time.Now()
+	_, err = fmt.Fprintf(conn, "POST /api/v1/push HTTP/1.1\r\nHost: isobar\r\nContent-Type: application/x-protobuf\r\nContent-Length: 104857600\r\n\r\n0123456789")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	took := time.Since(start)
+	if err == nil {
+		require.Contains(t, status, "400", "the answer to a body that stopped arriving")
+	} else {
+		require.ErrorIs(t, err, io.EOF, "the server closed the connection")
+	}
+	require.Less(t, took, 5*time.Second)
+	require.GreaterOrEqual(t, took, 400*time.Millisecond)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/grafana/dskit/kv/codec"
 	"github.com/grafana/dskit/kv/memberlist"
@@ -88,6 +89,11 @@ type ServerConfig struct {
 	// either way; the clients' limits should match them.
 	GRPCMaxRecvMsgSize int `yaml:"grpc_max_recv_msg_size_bytes"`
 	GRPCMaxSendMsgSize int `yaml:"grpc_max_send_msg_size_bytes"`
+	// A client that sends or reads slowly holds a connection and its
+	// buffers only this long.
+	HTTPReadTimeout  time.Duration `yaml:"http_server_read_timeout"`
+	HTTPWriteTimeout time.Duration `yaml:"http_server_write_timeout"`
+	HTTPIdleTimeout  time.Duration `yaml:"http_server_idle_timeout"`
 }
 
 // RegisterFlags registers every flag of the process with its default.
@@ -100,6 +106,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.Server.GRPCListenPort, "server.grpc-listen-port", 9095, "Port the gRPC server (ingester push) listens on, on the HTTP listen address; 0 picks a free one.")
 	host, _ := os.Hostname()
 	c.Ring.RegisterFlags(f, host)
+	f.DurationVar(&c.Server.HTTPReadTimeout, "server.http-read-timeout", time.Minute, "Longest time to read a request, body included; a client trickling its body is cut off.")
+	f.DurationVar(&c.Server.HTTPWriteTimeout, "server.http-write-timeout", 10*time.Minute, "Longest time from a request's headers to the end of its answer; keep it above -querier.timeout.")
+	f.DurationVar(&c.Server.HTTPIdleTimeout, "server.http-idle-timeout", 2*time.Minute, "How long a kept-alive connection may wait for its next request.")
 	f.IntVar(&c.Server.GRPCMaxRecvMsgSize, "server.grpc-max-recv-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server takes (a push from a distributor).")
 	f.IntVar(&c.Server.GRPCMaxSendMsgSize, "server.grpc-max-send-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server sends (one frame of a read).")
 	c.IngesterClient.RegisterFlagsWithPrefix(f, "ingester.client", "ingester")

@@ -73,7 +73,9 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 	s.srv = &http.Server{
 		Handler:           s.withTenant(multitenancy, s.instrument(s.mux)),
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		WriteTimeout:      cfg.HTTPWriteTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 	}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvMsgSize), grpc.MaxSendMsgSize(cfg.GRPCMaxSendMsgSize),
 		grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor), grpc.ChainStreamInterceptor(rpc.ServerTenantStreamInterceptor))

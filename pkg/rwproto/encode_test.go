@@ -49,3 +49,34 @@ func TestAppendSeriesForwardsWithoutReencoding(t *testing.T) {
 		require.Len(t, viaPrompb.Timeseries, len(want.wr.Timeseries))
 	}
 }
+
+// TestEncodeRoundTrips: a decoded series encoded from its fields decodes
+// to the same series, exemplars and native histograms included, and to
+// the series as changed when its exemplars were.
+func TestEncodeRoundTrips(t *testing.T) {
+	wr := testRequest(3, 4)
+	wr.Timeseries[1].Exemplars = []prompb.Exemplar{
+		{Labels: []prompb.Label{{Name: "trace_id", Value: "a1"}}, Value: 1, Timestamp: 1700000000001},
+		{Labels: []prompb.Label{{Name: "trace_id", Value: "b2"}}, Value: 2, Timestamp: 1700000000002},
+	}
+	wr.Timeseries[2].Samples = nil
+	wr.Timeseries[2].Histograms = []prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 3}, Sum: 1.5, Schema: 1, ZeroThreshold: 1e-128,
+		ZeroCount: &prompb.Histogram_ZeroCountInt{ZeroCountInt: 1}, PositiveSpans: []prompb.BucketSpan{{Offset: 0, Length: 2}}, PositiveDeltas: []int64{1, 0}, Timestamp: 1700000000000}}
+	buf, err := wr.Marshal()
+	require.NoError(t, err)
+	var in Request
+	require.NoError(t, in.Unmarshal(buf, Limits{}))
+	in.Timeseries[1].Exemplars = in.Timeseries[1].Exemplars[1:] // as validation drops one
+
+	var out []byte
+	for i := range in.Timeseries {
+		raw, err := in.Timeseries[i].Encode()
+		require.NoError(t, err)
+		out = AppendSeries(out, raw)
+	}
+	var got prompb.WriteRequest
+	require.NoError(t, got.Unmarshal(out))
+	want := *wr
+	want.Timeseries[1].Exemplars = want.Timeseries[1].Exemplars[1:]
+	require.Equal(t, want.Timeseries, got.Timeseries)
+}

@@ -62,6 +62,12 @@ func (e *Error) Error() string { return e.msg + ": " + e.series }
 // maxSeriesInMessage keeps error messages readable whatever a series holds.
 const maxSeriesInMessage = 512
 
+// Rejected reports a series refused for reason, outside the checks here
+// (a distributor that could not encode what validation left of it).
+func Rejected(reason Reason, ts *rwproto.TimeSeries, err error) *Error {
+	return newError(reason, ts, "%v", err)
+}
+
 func newError(reason Reason, ts *rwproto.TimeSeries, format string, args ...any) *Error {
 	return &Error{Reason: reason, msg: fmt.Sprintf(format, args...), series: formatSeries(ts.Labels)}
 }

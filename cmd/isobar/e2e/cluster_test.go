@@ -186,6 +186,13 @@ func TestClusterExemplarsAndMetadata(t *testing.T) {
 		for _, job := range []string{"b", "a"} {
 			s := series([]string{"__name__", "e2e_rpc_seconds_bucket", "job", job, "le", "+Inf"}, sample(ts, float64(k)))
 			s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: fmt.Sprintf("%s-%d", job, k)}}, Value: 0.125 * float64(k+1), Timestamp: ts}}
+			if k == 0 && job == "a" {
+				// Refused by the distributor, as by the single binary:
+				// the ingesters must not store them either.
+				s.Exemplars = append(s.Exemplars,
+					prompb.Exemplar{Labels: []prompb.Label{{Name: "trace-id", Value: "bad-name"}}, Value: 9, Timestamp: ts},
+					prompb.Exemplar{Labels: []prompb.Label{{Name: "trace_id", Value: "future"}}, Value: 9, Timestamp: ts + 3600_000})
+			}
 			req.Timeseries = append(req.Timeseries, s)
 		}
 		req.Timeseries = append(req.Timeseries, series([]string{"__name__", "e2e_up", "job", "a"}, sample(ts, 1)))
@@ -222,6 +229,12 @@ func TestClusterExemplarsAndMetadata(t *testing.T) {
 			require.Equal(t, base+int64(k)*1000, int64(math.Round(e.Timestamp*1000)))
 		}
 	}
+	// Nothing the distributor refused, even an hour ahead.
+	q.mustGet(t, "/api/v1/query_exemplars", url.Values{
+		"query": {`e2e_rpc_seconds_bucket{job="a"}`}, "start": {fmtTime(base - 1000)}, "end": {fmtTime(base + 2*3600_000)},
+	}, &got)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Exemplars, 3, "exemplars of job a: %+v", got[0].Exemplars)
 	// The time range applies.
 	q.mustGet(t, "/api/v1/query_exemplars", url.Values{
 		"query": {`e2e_rpc_seconds_bucket{job="a"}`}, "start": {fmtTime(base + 1000)}, "end": {fmtTime(base + 1000)},

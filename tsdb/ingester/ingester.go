@@ -128,9 +128,13 @@ type tenantDB struct {
 	openErr error
 
 	// inUse is held shared by every push and query, and exclusively to close.
-	inUse    sync.RWMutex
-	closed   bool
-	lastPush atomic.Int64
+	inUse sync.RWMutex
+	// appending is held shared by a push from its appender's creation to
+	// its commit, and exclusively while a flush cuts the head: a sample
+	// committed while the cut was written would be truncated with it.
+	appending sync.RWMutex
+	closed    bool
+	lastPush  atomic.Int64
 }
 
 // New returns an ingester; it opens the tenants found on disk when started,
@@ -283,7 +287,9 @@ func (i *Ingester) Flush(ctx context.Context) error {
 			t.inUse.RUnlock()
 			continue
 		}
+		t.appending.Lock()
 		err := flushHead(ctx, t.db, i.cfg.BlockRange.Milliseconds())
+		t.appending.Unlock()
 		t.inUse.RUnlock()
 		if err == nil {
 			err = i.ship(ctx, t)

@@ -58,11 +58,14 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 	var fails pushFailures
 	appended := 0
 	l := i.overrides.For(tenantID)
+	t.appending.RLock()
 	app := t.db.AppenderV2(ctx)
 	for si := range req.Timeseries {
 		appended += i.appendSeries(t, l, app, sc, &req.Timeseries[si], &fails)
 	}
-	if err := app.Commit(); err != nil {
+	err = app.Commit()
+	t.appending.RUnlock()
+	if err != nil {
 		return fmt.Errorf("commit samples of tenant %q: %w", tenantID, err)
 	}
 	t.meta.add(req.Metadata, now)

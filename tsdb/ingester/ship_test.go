@@ -2,7 +2,9 @@ package ingester
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +77,68 @@ func TestRangeStart(t *testing.T) {
 	for _, tc := range []struct{ t, want int64 }{{0, 0}, {5, 0}, {10, 10}, {19, 10}, {-1, -10}, {-10, -10}, {-11, -20}} {
 		require.Equal(t, tc.want, rangeStart(tc.t, 10), "t=%d", tc.t)
 	}
+}
+
+// TestFlushLosesNoAcknowledgedSample flushes over and over while writers
+// push: every sample a push acknowledged is there afterwards, in a block
+// or the head. One writer keeps the head's newest time moving; the others
+// write a step behind it, the samples a flush's cut reaches.
+func TestFlushLosesNoAcknowledgedSample(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	cfg.ShipInterval = 0
+	ing := startIngester(t, cfg, l, nil)
+	defer stop(t, ing)
+	ctx := tenant.With(context.Background(), "team-a")
+	start := time.Now().UnixMilli()
+
+	var (
+		mu    sync.Mutex
+		acked = map[string][]point{}
+		stopW = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			name := fmt.Sprintf(`{__name__="w%d"}`, w)
+			for k := int64(0); ; k++ {
+				select {
+				case <-stopW:
+					return
+				default:
+				}
+				ts := start + k*10
+				if w > 0 {
+					ts -= 5 // behind the leader
+				}
+				err := ing.Push(ctx, request(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{floatSeries(ts, float64(k), "__name__", fmt.Sprintf("w%d", w))}}))
+				if err == nil {
+					mu.Lock()
+					acked[name] = append(acked[name], point{ts, float64(k)})
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	flushes := 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); flushes++ {
+		require.NoError(t, ing.Flush(context.Background()))
+		time.Sleep(time.Millisecond) // a flush makes pushes wait: let them in
+	}
+	close(stopW)
+	wg.Wait()
+
+	got := readAll(t, ing, "team-a")
+	total := 0
+	for name, want := range acked {
+		have := map[point]bool{}
+		for _, p := range got[name] {
+			have[p] = true
+		}
+		for _, p := range want {
+			require.True(t, have[p], "%s: acknowledged sample %v is gone after %d flushes", name, p, flushes)
+		}
+		total += len(want)
+	}
+	require.Greater(t, total, 100, "acknowledged samples")
+	t.Logf("%d flushes, %d acknowledged samples, all kept", flushes, total)
 }

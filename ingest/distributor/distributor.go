@@ -154,15 +154,16 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 	}
 
 	invalid := d.validate(tenantID, l, req)
+	d.validMetadata(l, req)
 
+	// Metadata costs like a sample: a metadata-only flood is limited too.
 	valid := req.NumSamples()
-	if valid > 0 && !lim.AllowN(d.now(), valid) {
+	if cost := valid + len(req.Metadata); cost > 0 && !lim.AllowN(d.now(), cost) {
 		d.discardedSamples.WithLabelValues(tenantID, "rate_limited").Add(float64(valid))
 		return rpc.Errorf(rpc.CauseTenantLimit,
-			"ingestion rate limit of %g samples/s with burst %d exceeded by a request of %d samples (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size)",
-			l.IngestionRate, l.IngestionBurstSize, valid)
+			"ingestion rate limit of %g samples/s with burst %d exceeded by a request of %d samples and %d metadata (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size)",
+			l.IngestionRate, l.IngestionBurstSize, valid, len(req.Metadata))
 	}
-	d.validMetadata(l, req)
 
 	var pushErr error
 	if len(req.Timeseries) > 0 || len(req.Metadata) > 0 {

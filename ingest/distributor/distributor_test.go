@@ -91,6 +91,13 @@ func TestPushRateLimitPerTenant(t *testing.T) {
 	require.NoError(t, d.Push(tenant.With(context.Background(), "fast"), req(ts("d", nowMs))), "another tenant is not limited")
 	d.now = func() time.Time { return now.Add(2 * time.Second) }
 	require.NoError(t, d.Push(slow, req(ts("e", nowMs))), "the bucket refills")
+
+	// Metadata counts as samples do: a metadata-only flood is limited.
+	d.now = func() time.Time { return now.Add(10 * time.Second) }
+	meta := &rwproto.Request{Metadata: []rwproto.Metadata{{MetricFamilyName: "x"}, {MetricFamilyName: "y"}, {MetricFamilyName: "z"}}}
+	err = d.Push(slow, meta)
+	require.Equal(t, rpc.CauseTenantLimit, rpc.CauseOf(err))
+	require.ErrorContains(t, err, "0 samples and 3 metadata")
 }
 
 func TestPushErrorPrecedence(t *testing.T) {

@@ -26,6 +26,7 @@ type Limits struct {
 	MaxSeriesPerMetric     int            `yaml:"max_series_per_metric"`
 	OutOfOrderTimeWindow   model.Duration `yaml:"out_of_order_time_window"`
 	MaxExemplars           int            `yaml:"max_exemplars"`
+	MaxMetadataFamilies    int            `yaml:"max_metadata_families_per_tenant"`
 	NameValidationScheme   string         `yaml:"name_validation_scheme"`
 
 	// Query limits: what one query may fetch and span.
@@ -60,6 +61,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxSeriesPerMetric, "ingester.max-series-per-metric", 0, "Maximum number of active series of one metric name per tenant per ingester. 0 means no limit.")
 	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")
 	f.StringVar(&l.NameValidationScheme, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8 (any UTF-8).")
+	f.IntVar(&l.MaxMetadataFamilies, "ingester.max-metadata-families-per-tenant", 50_000, "Metric families whose metadata (type, help, unit) a tenant's ingester keeps; metadata of more is dropped and counted. 0 means no limit.")
 	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
 	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 0, "Maximum number of distinct series one query may read. 0 means no limit.")
 	f.IntVar(&l.MaxFetchedChunksPerQuery, "querier.max-fetched-chunks-per-query", 2_000_000, "Maximum number of chunks one query may fetch from ingesters and store-gateways, counted as they arrive. 0 means no limit.")

@@ -74,6 +74,40 @@ var (
 	ErrVarint    = errors.New("protobuf varint overflows 64 bits")
 )
 
+// DecodedBytesPerByte bounds what a request may cost in decoded objects:
+// this many bytes of structs per byte of the request, plus
+// decodedBytesSlack. Real requests need 1 to 9 (a tiny native histogram);
+// a request of empty messages, 2 bytes each, would otherwise cost up to 125
+// times its size.
+const (
+	DecodedBytesPerByte = 12
+	decodedBytesSlack   = 1 << 20
+)
+
+// ErrTooManyObjects refuses a request whose decoded objects outweigh it.
+var ErrTooManyObjects = fmt.Errorf("request decodes to more than %d bytes of objects per byte: refused as a decompression bomb of empty messages", DecodedBytesPerByte)
+
+// budget counts down the bytes of objects a request may still decode to.
+type budget struct{ left int64 }
+
+func (b *budget) take(n uintptr) error {
+	b.left -= int64(n)
+	if b.left < 0 {
+		return ErrTooManyObjects
+	}
+	return nil
+}
+
+// In-memory sizes of the decoded objects, charged to the budget.
+const (
+	seriesCost    = unsafe.Sizeof(TimeSeries{})
+	sampleCost    = unsafe.Sizeof(Sample{})
+	labelCost     = unsafe.Sizeof(labels.Label{})
+	exemplarCost  = unsafe.Sizeof(Exemplar{})
+	histogramCost = unsafe.Sizeof(prompb.Histogram{})
+	metadataCost  = unsafe.Sizeof(Metadata{})
+)
+
 // Reset empties the request but keeps its allocated capacity.
 func (r *Request) Reset() {
 	r.Timeseries = r.Timeseries[:0]
@@ -93,6 +127,7 @@ func (r *Request) NumSamples() int {
 // point into buf afterwards.
 func (r *Request) Unmarshal(buf []byte, lim Limits) error {
 	r.Reset()
+	bud := &budget{left: int64(len(buf))*DecodedBytesPerByte + decodedBytesSlack}
 	d := decoder{buf: buf}
 	for d.more() {
 		field, wire, err := d.tag()
@@ -108,14 +143,20 @@ func (r *Request) Unmarshal(buf []byte, lim Limits) error {
 			if lim.MaxSeries > 0 && len(r.Timeseries) >= lim.MaxSeries {
 				return fmt.Errorf("request has more than %d series (-distributor.max-series-per-request)", lim.MaxSeries)
 			}
+			if err := bud.take(seriesCost); err != nil {
+				return err
+			}
 			ts := r.nextSeries()
-			if err := ts.unmarshal(b, lim.MaxLabelsPerSeries); err != nil {
+			if err := ts.unmarshal(b, lim.MaxLabelsPerSeries, bud); err != nil {
 				return fmt.Errorf("timeseries %d: %w", len(r.Timeseries)-1, err)
 			}
 		case field == 3 && wire == wireBytes:
 			b, err := d.bytes()
 			if err != nil {
 				return fmt.Errorf("metadata %d: %w", len(r.Metadata), err)
+			}
+			if err := bud.take(metadataCost); err != nil {
+				return err
 			}
 			r.Metadata = append(r.Metadata, Metadata{})
 			if err := r.Metadata[len(r.Metadata)-1].unmarshal(b); err != nil {
@@ -145,7 +186,7 @@ func (r *Request) nextSeries() *TimeSeries {
 	return &r.Timeseries[n]
 }
 
-func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int) error {
+func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int, bud *budget) error {
 	ts.Raw = buf
 	d := decoder{buf: buf}
 	for d.more() {
@@ -161,6 +202,9 @@ func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int) error {
 		}
 		b, err := d.bytes()
 		if err != nil {
+			return err
+		}
+		if err := bud.take([...]uintptr{0, labelCost, sampleCost, exemplarCost, histogramCost}[field]); err != nil {
 			return err
 		}
 		switch field {
@@ -179,19 +223,25 @@ func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int) error {
 				return fmt.Errorf("sample %d: %w", len(ts.Samples)-1, err)
 			}
 		case 3:
-			if err := ts.appendExemplar(b, maxLabels); err != nil {
+			if err := ts.appendExemplar(b, maxLabels, bud); err != nil {
 				return fmt.Errorf("exemplar %d: %w", len(ts.Exemplars)-1, err)
 			}
 		case 4:
 			if err := ts.appendHistogram(b); err != nil {
 				return fmt.Errorf("histogram %d: %w", len(ts.Histograms)-1, err)
 			}
+			h := &ts.Histograms[len(ts.Histograms)-1]
+			buckets := len(h.NegativeSpans) + len(h.NegativeDeltas) + len(h.NegativeCounts) +
+				len(h.PositiveSpans) + len(h.PositiveDeltas) + len(h.PositiveCounts) + len(h.CustomValues)
+			if err := bud.take(uintptr(buckets) * 8); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int) error {
+func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error {
 	n := len(ts.Exemplars)
 	if n < cap(ts.Exemplars) {
 		ts.Exemplars = ts.Exemplars[:n+1]
@@ -214,6 +264,9 @@ func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int) error {
 			}
 			if maxLabels > 0 && len(e.Labels) > maxLabels {
 				return fmt.Errorf("exemplar has more than %d labels", maxLabels)
+			}
+			if err := bud.take(labelCost); err != nil {
+				return err
 			}
 			e.Labels = append(e.Labels, labels.Label{})
 			if err := unmarshalLabel(lb, &e.Labels[len(e.Labels)-1]); err != nil {

@@ -209,3 +209,42 @@ func BenchmarkUnmarshal(b *testing.B) {
 		})
 	}
 }
+
+// TestDecodedObjectsAreBudgeted: requests of empty messages, which decode
+// to many times their size in structs, are refused; real requests, tiny
+// native histograms included, are not.
+func TestDecodedObjectsAreBudgeted(t *testing.T) {
+	emptyHistograms := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "h"}}}
+	emptyHistograms.Histograms = make([]prompb.Histogram, 250_000)
+	emptyMetadata := make([]prompb.MetricMetadata, 250_000)
+	emptySeries := make([]prompb.TimeSeries, 250_000)
+	tinyHistograms := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "h"}}}
+	for i := range 10_000 {
+		// What Prometheus sends for a histogram that saw nothing: 33 bytes.
+		tinyHistograms.Histograms = append(tinyHistograms.Histograms, prompb.Histogram{Schema: 3, ZeroThreshold: 1e-128, Sum: 0.5,
+			Count: &prompb.Histogram_CountInt{CountInt: 0}, ZeroCount: &prompb.Histogram_ZeroCountInt{}, Timestamp: 1_700_000_000_000 + int64(i)})
+	}
+	for _, tc := range []struct {
+		name   string
+		wr     *prompb.WriteRequest
+		refuse bool
+	}{
+		{"250k empty native histograms", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{emptyHistograms}}, true},
+		{"250k empty metadata", &prompb.WriteRequest{Metadata: emptyMetadata}, true},
+		{"250k empty series", &prompb.WriteRequest{Timeseries: emptySeries}, true},
+		{"10k tiny native histograms", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{tinyHistograms}}, false},
+		{"2000 series of 10 labels", testRequest(2000, 10), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf, err := tc.wr.Marshal()
+			require.NoError(t, err)
+			var r Request
+			err = r.Unmarshal(buf, Limits{})
+			if tc.refuse {
+				require.ErrorIs(t, err, ErrTooManyObjects)
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}

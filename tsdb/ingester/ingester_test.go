@@ -335,8 +335,8 @@ func TestMetadataDoesNotKeepRequestMemory(t *testing.T) {
 	s := newMetadataStore()
 	buf := []byte("counterhelp text")
 	md := []rwproto.Metadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: string(buf[:7]), Help: unsafeString(buf[7:])}}
-	s.add(md, time.Unix(1, 0))
-	s.add(md, time.Unix(2, 0)) // an existing entry: must not take the borrowed strings
+	s.add(md, time.Unix(1, 0), 0)
+	s.add(md, time.Unix(2, 0), 0) // an existing entry: must not take the borrowed strings
 	copy(buf, "XXXXXXXXXXXXXXXX")
 	got := s.get("", 0, 0)
 	require.Equal(t, "help text", got["counter"][0].Help)
@@ -344,6 +344,22 @@ func TestMetadataDoesNotKeepRequestMemory(t *testing.T) {
 	require.Len(t, s.get("", 0, 0), 1, "the refresh at 2s counts")
 	s.purge(time.Unix(3, 0))
 	require.Empty(t, s.get("", 0, 0))
+}
+
+// TestMetadataFamiliesPerTenantAreCapped: a tenant sending metadata of
+// ever new families keeps at most its limit of them; known families are
+// still refreshed and new descriptions of them kept.
+func TestMetadataFamiliesPerTenantAreCapped(t *testing.T) {
+	s := newMetadataStore()
+	var md []rwproto.Metadata
+	for i := range 10 {
+		md = append(md, rwproto.Metadata{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: fmt.Sprintf("m%d", i), Help: "h"})
+	}
+	require.Equal(t, 6, s.add(md, time.Unix(1, 0), 4))
+	require.Len(t, s.get("", 0, 0), 4)
+	again := []rwproto.Metadata{{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: "m0", Help: "another help"}}
+	require.Zero(t, s.add(again, time.Unix(2, 0), 4))
+	require.Len(t, s.get("m0", 0, 0)["m0"], 2)
 }
 
 func unsafeString(b []byte) string { return unsafe.String(&b[0], len(b)) }

@@ -31,9 +31,11 @@ func newMetadataStore() *metadataStore {
 	return &metadataStore{families: map[string]map[metadata.Metadata]*time.Time{}}
 }
 
-func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
+// add keeps ms, up to maxFamilies metric families (0: no limit), and
+// returns how many of them it dropped for the limit.
+func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time, maxFamilies int) (dropped int) {
 	if len(ms) == 0 {
-		return
+		return 0
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -41,6 +43,10 @@ func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
 		md := metadata.Metadata{Type: rpc.FromMetricType(m.Type), Help: m.Help, Unit: m.Unit}
 		fam, ok := s.families[m.MetricFamilyName]
 		if !ok {
+			if maxFamilies > 0 && len(s.families) >= maxFamilies {
+				dropped++
+				continue
+			}
 			fam = map[metadata.Metadata]*time.Time{}
 			s.families[strings.Clone(m.MetricFamilyName)] = fam
 		}
@@ -55,6 +61,7 @@ func (s *metadataStore) add(ms []rwproto.Metadata, now time.Time) {
 		seen := now
 		fam[md] = &seen
 	}
+	return dropped
 }
 
 // purge forgets metadata not sent since before.

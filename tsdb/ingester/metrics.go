@@ -10,6 +10,7 @@ type metrics struct {
 	activeSeries    *prometheus.GaugeVec
 	ingestedSamples *prometheus.CounterVec
 	rejectedSamples *prometheus.CounterVec
+	droppedMetadata *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, i *Ingester) *metrics {
@@ -26,6 +27,10 @@ func newMetrics(reg prometheus.Registerer, i *Ingester) *metrics {
 			Name: "isobar_ingester_rejected_samples_total",
 			Help: "Samples the tenant's TSDB rejected, by reason.",
 		}, []string{"tenant", "reason"}),
+		droppedMetadata: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_ingester_dropped_metadata_total",
+			Help: "Metadata of new metric families dropped because the tenant holds -ingester.max-metadata-families-per-tenant.",
+		}, []string{"tenant"}),
 	}
 	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "isobar_ingester_open_tenants",
@@ -43,6 +48,7 @@ func (m *metrics) deleteTenant(id string) {
 	m.activeSeries.DeleteLabelValues(id)
 	m.ingestedSamples.DeleteLabelValues(id)
 	m.rejectedSamples.DeletePartialMatch(prometheus.Labels{"tenant": id})
+	m.droppedMetadata.DeleteLabelValues(id)
 }
 
 // tsdbFigures are the TSDB metrics worth watching, summed over all open

@@ -68,7 +68,9 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 	if err != nil {
 		return fmt.Errorf("commit samples of tenant %q: %w", tenantID, err)
 	}
-	t.meta.add(req.Metadata, now)
+	if n := t.meta.add(req.Metadata, now, l.MaxMetadataFamilies); n > 0 {
+		i.metrics.droppedMetadata.WithLabelValues(tenantID).Add(float64(n))
+	}
 	i.metrics.ingestedSamples.WithLabelValues(tenantID).Add(float64(appended))
 	for reason, n := range fails.byReason {
 		i.metrics.rejectedSamples.WithLabelValues(tenantID, reason).Add(float64(n))

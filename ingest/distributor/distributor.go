@@ -30,6 +30,9 @@ type Config struct {
 	MaxSeriesPerRequest int           `yaml:"max_series_per_request"`
 	ForgetIdleTenant    time.Duration `yaml:"forget_idle_tenant_after"`
 	RemoteTimeout       time.Duration `yaml:"remote_timeout"`
+	// Instance limits: what one distributor process holds at once.
+	MaxInflightPushRequests      int   `yaml:"max_inflight_push_requests"`
+	MaxInflightPushRequestsBytes int64 `yaml:"max_inflight_push_requests_bytes"`
 }
 
 // RegisterFlags registers the distributor flags.
@@ -37,6 +40,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
 	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", 100_000, "Maximum number of series in one remote-write request.")
 	f.DurationVar(&c.RemoteTimeout, "distributor.remote-timeout", 5*time.Second, "How long a push to one ingester may take.")
+	f.IntVar(&c.MaxInflightPushRequests, "distributor.instance-limits.max-inflight-push-requests", 2000, "Push requests this process handles at once; more are answered 503 (retried) before they cost memory. 0 means no limit.")
+	f.Int64Var(&c.MaxInflightPushRequestsBytes, "distributor.instance-limits.max-inflight-push-requests-bytes", 1<<30, "Compressed bytes of the push requests this process handles at once (as declared, or as read); more are answered 503. 0 means no limit.")
 	f.DurationVar(&c.ForgetIdleTenant, "distributor.forget-idle-tenant-after", 15*time.Minute, "Drop the rate limiter and the per-tenant metrics of a tenant that sent nothing for this long.")
 }
 

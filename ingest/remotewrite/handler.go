@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
@@ -38,7 +39,23 @@ type Handler struct {
 	logger  *slog.Logger
 	buffers sync.Pool
 
+	limits                  InstanceLimits
+	inflight, inflightBytes atomic.Int64
+
 	requests *prometheus.CounterVec
+}
+
+// InstanceLimits bound what the handler holds at once over all tenants;
+// zero fields are no limit.
+type InstanceLimits struct {
+	MaxInflightRequests int
+	MaxInflightBytes    int64
+}
+
+// WithInstanceLimits makes h refuse requests beyond l with 503.
+func (h *Handler) WithInstanceLimits(l InstanceLimits) *Handler {
+	h.limits = l
+	return h
 }
 
 // buffers is one request's memory, reused across requests.
@@ -87,6 +104,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &se):
 		code, cause = se.code, "bad_request"
+		if code == http.StatusServiceUnavailable {
+			cause = "instance_limit"
+		}
 	case errors.Is(err, context.Canceled):
 		code, cause = 499, "canceled" // the client went away; nobody reads the answer
 	default:
@@ -110,7 +130,19 @@ func (h *Handler) serve(r *http.Request) error {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return err
 	}
+	if n := h.inflight.Add(1); h.limits.MaxInflightRequests > 0 && n > int64(h.limits.MaxInflightRequests) {
+		h.inflight.Add(-1)
+		return errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
+	}
+	defer h.inflight.Add(-1)
 	maxBytes, decLimits := h.dist.RecvLimits(tenantID)
+	// The bytes a request declares are held for it before they arrive;
+	// a body of undeclared length counts once read.
+	held := min(max(r.ContentLength, 0), int64(maxBytes)+1)
+	defer func() { h.inflightBytes.Add(-held) }()
+	if err := h.holdBytes(held); err != nil {
+		return err
+	}
 
 	b := h.buffers.Get().(*buffers)
 	defer h.buffers.Put(b)
@@ -118,6 +150,12 @@ func (h *Handler) serve(r *http.Request) error {
 	b.compressed, err = readBody(r, b.compressed[:0], maxBytes)
 	if err != nil {
 		return err
+	}
+	if more := int64(len(b.compressed)) - held; more > 0 {
+		held += more
+		if err := h.holdBytes(more); err != nil {
+			return err
+		}
 	}
 	b.body, err = h.decompress(r.Header.Get("Content-Encoding"), b.compressed, b.body, maxBytes)
 	if err != nil {
@@ -127,6 +165,16 @@ func (h *Handler) serve(r *http.Request) error {
 		return errStatus(http.StatusBadRequest, "decode remote-write request: %v", err)
 	}
 	return h.dist.Push(r.Context(), &b.req)
+}
+
+// holdBytes counts n more bytes in flight, failing past the limit (the
+// caller gives them back either way).
+func (h *Handler) holdBytes(n int64) error {
+	total := h.inflightBytes.Add(n)
+	if limit := h.limits.MaxInflightBytes; limit > 0 && n > 0 && total > limit {
+		return errStatus(http.StatusServiceUnavailable, "this distributor holds %d bytes of push requests, over its limit of %d (-distributor.instance-limits.max-inflight-push-requests-bytes); retry", total-n, limit)
+	}
+	return nil
 }
 
 // checkContentType accepts remote write 1.0. Remote write 2.0 gets 415, which

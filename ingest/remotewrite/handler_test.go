@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
@@ -209,4 +211,41 @@ func TestClaimedSizesAreNotAllocated(t *testing.T) {
 			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2<<20), "bytes allocated answering it")
 		})
 	}
+}
+
+// TestInstanceLimits: beyond its requests or bytes in flight, the handler
+// answers 503 (a sender retries) before reading a body; once the requests
+// in flight finish, it takes more.
+func TestInstanceLimits(t *testing.T) {
+	h := New(&recorder{max: 1 << 20}, slog.New(slog.DiscardHandler), prometheus.NewRegistry()).
+		WithInstanceLimits(InstanceLimits{MaxInflightRequests: 1, MaxInflightBytes: 1000})
+	valid := snappy.Encode(nil, body(t, "up"))
+
+	// A request whose body is still arriving holds the only slot.
+	pr, pw := io.Pipe()
+	slow := httptest.NewRequest(http.MethodPost, "/api/v1/push", pr)
+	slowDone := make(chan int)
+	go func() {
+		rec := httptest.NewRecorder()
+		tenant.Middleware(false, h).ServeHTTP(rec, slow)
+		slowDone <- rec.Code
+	}()
+	require.Eventually(t, func() bool { return h.inflight.Load() == 1 }, 5*time.Second, time.Millisecond)
+	rec := serve(h, http.MethodPost, nil, valid)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Contains(t, rec.Body.String(), "-distributor.instance-limits.max-inflight-push-requests")
+	_, err := pw.Write(valid)
+	require.NoError(t, err)
+	require.NoError(t, pw.Close())
+	require.Equal(t, http.StatusNoContent, <-slowDone)
+	require.Equal(t, http.StatusNoContent, serve(h, http.MethodPost, nil, valid).Code, "the slot is free again")
+
+	// A body declared larger than the bytes in flight may hold.
+	big := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(valid))
+	big.ContentLength = 2000
+	rec = httptest.NewRecorder()
+	tenant.Middleware(false, h).ServeHTTP(rec, big)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Contains(t, rec.Body.String(), "-distributor.instance-limits.max-inflight-push-requests-bytes")
+	require.Zero(t, h.inflightBytes.Load(), "every byte held is given back")
 }

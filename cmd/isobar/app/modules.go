@@ -298,7 +298,10 @@ func (a *App) initDistributor() (services.Service, error) {
 		return nil, err
 	}
 	a.distributor = d
-	push := remotewrite.New(d, a.logger, a.reg)
+	push := remotewrite.New(d, a.logger, a.reg).WithInstanceLimits(remotewrite.InstanceLimits{
+		MaxInflightRequests: a.cfg.Distributor.MaxInflightPushRequests,
+		MaxInflightBytes:    a.cfg.Distributor.MaxInflightPushRequestsBytes,
+	})
 	a.server.mux.Handle("POST /api/v1/push", push)
 	a.server.mux.Handle("POST /api/v1/write", push)
 	return d, nil

@@ -41,6 +41,10 @@ func clusterMember(t *testing.T, join, name, target, gossipAddr string, extra ..
 		"-target=" + target, "-ring.store=memberlist", "-ring.instance-id=" + name, "-ring.instance-addr=127.0.0.1",
 		"-memberlist.bind-addr=127.0.0.1", "-memberlist.bind-port=" + port(gossipAddr), "-memberlist.join=" + join,
 		"-ring.replication-factor=3", "-server.grpc-listen-port=" + port(freeAddr(t)),
+		// A ring change gossiped right after a member joined may miss a
+		// member; the push/pull sync mends that, every 30s by default,
+		// as long as the tests wait for a ring to settle.
+		"-memberlist.pullpush-interval=3s",
 	}, extra...)
 }
 

@@ -44,6 +44,7 @@ type Config struct {
 	IsolationEnabled     bool           `yaml:"isolation_enabled"`
 	OpenConcurrency      int            `yaml:"open_concurrency"`
 	ShipInterval         time.Duration  `yaml:"ship_interval"`
+	MaxTenants           int            `yaml:"max_tenants"`
 }
 
 // RegisterFlags registers the ingester flags.
@@ -58,6 +59,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.IsolationEnabled, "ingester.isolation-enabled", false, "Hide the samples of a push from queries until all of it is appended. Costs CPU on every append and memory for every series.")
 	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
 	f.DurationVar(&c.ShipInterval, "ingester.ship-interval", time.Minute, "How often new blocks are looked for and shipped to the bucket. 0 ships none.")
+	f.IntVar(&c.MaxTenants, "ingester.instance-limits.max-tenants", 10_000, "Tenants whose TSDB this ingester holds open at once (each costs memory); a write that would open one more is answered 503. 0 means no limit.")
 }
 
 // Validate checks the configuration.
@@ -374,6 +376,21 @@ func (i *Ingester) tenant(ctx context.Context, id string, create bool) (*tenantD
 		}
 		t.inUse.RUnlock() // closed meanwhile for being idle: open it again
 	}
+}
+
+// admitTenant refuses a write that would open one tenant more than
+// -ingester.instance-limits.max-tenants. Tenants found on disk at start
+// are opened whatever their number: their WALs hold acknowledged data.
+func (i *Ingester) admitTenant(id string) error {
+	if i.cfg.MaxTenants <= 0 {
+		return nil
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if _, open := i.tenants[id]; open || len(i.tenants) < i.cfg.MaxTenants {
+		return nil
+	}
+	return rpc.Errorf(rpc.CauseUnavailable, "this ingester holds %d tenants open, its limit (-ingester.instance-limits.max-tenants): tenant %q is not opened", len(i.tenants), id)
 }
 
 func (i *Ingester) open(t *tenantDB) error {

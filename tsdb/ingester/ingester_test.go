@@ -401,3 +401,22 @@ func BenchmarkPush(b *testing.B) {
 }
 
 var _ storage.Queryable = (*Ingester)(nil)
+
+// TestMaxTenantsPerIngester: a write that would open one tenant more than
+// the limit is refused as retryable; open tenants keep writing.
+func TestMaxTenantsPerIngester(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	cfg.MaxTenants = 2
+	ing := startIngester(t, cfg, l, nil)
+	defer stop(t, ing)
+	push := func(id string) error {
+		return ing.Push(tenant.With(context.Background(), id), request(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{floatSeries(t0, 1, "__name__", "up")}}))
+	}
+	require.NoError(t, push("a"))
+	require.NoError(t, push("b"))
+	err := push("c")
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err))
+	require.ErrorContains(t, err, "-ingester.instance-limits.max-tenants")
+	require.Empty(t, readAll(t, ing, "c"))
+	require.NoError(t, push("a"), "an open tenant writes on")
+}

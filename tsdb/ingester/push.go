@@ -44,6 +44,9 @@ func (i *Ingester) Push(ctx context.Context, req *rwproto.Request) error {
 	if err != nil {
 		return rpc.Errorf(rpc.CauseBadData, "%v", err)
 	}
+	if err := i.admitTenant(tenantID); err != nil {
+		return err
+	}
 	t, err := i.tenant(ctx, tenantID, true)
 	if err != nil {
 		return fmt.Errorf("push to tenant %q: %w", tenantID, err)

@@ -57,6 +57,10 @@ type Config struct {
 	// -querier.enable-experimental-functions): the frontend parses and
 	// evaluates parts of queries too.
 	Parser parser.Options `yaml:"-"`
+	// MaxShards caps a tenant's shard count (0: no cap). A frontend whose
+	// querier is in its own process sets the cores it has: shards beyond
+	// them run one after another and only add their cost.
+	MaxShards int `yaml:"-"`
 }
 
 // RegisterFlags registers the flags.

@@ -154,15 +154,18 @@ func TestShardBudget(t *testing.T) {
 	for _, tc := range []struct {
 		query          string
 		budget, pieces int
+		maxShards      int
 		wantRequests   int // 0: not sharded
 	}{
-		{`sum(x)`, 128, 1, 16},
-		{`sum(x)`, 128, 30, 4},
-		{`avg(x)`, 128, 30, 4},     // 2 legs of 2 shards
-		{`sum(x) / y`, 128, 30, 4}, // a leg of 3 shards, y whole
-		{`sum(x)`, 128, 100, 0},
+		{`sum(x)`, 128, 1, 0, 16},
+		{`sum(x)`, 128, 30, 0, 4},
+		{`avg(x)`, 128, 30, 0, 4},     // 2 legs of 2 shards
+		{`sum(x) / y`, 128, 30, 0, 4}, // a leg of 3 shards, y whole
+		{`sum(x)`, 128, 100, 0, 0},
+		{`sum(x)`, 128, 1, 2, 2}, // an in-process querier on 2 cores
+		{`sum(x)`, 128, 1, 1, 0},
 	} {
-		f.cfg.MaxShardedQueries = tc.budget
+		f.cfg.MaxShardedQueries, f.cfg.MaxShards = tc.budget, tc.maxShards
 		plan := f.planFor("t", tc.query, tc.pieces)
 		if tc.wantRequests == 0 {
 			require.Nil(t, plan, tc.query)

@@ -42,10 +42,13 @@ func newOuterEngine(p parser.Parser) *promql.Engine {
 }
 
 // planFor returns how q is answered sharded over pieces split pieces, or
-// nil: when the tenant's shard count is under 2, q has nothing shardable,
+// nil: when the tenant's shard count (capped by MaxShards) is under 2, q has nothing shardable,
 // or even 2 shards a leg would pass -query-frontend.max-sharded-queries.
 func (f *Frontend) planFor(id, query string, pieces int) *shardPlan {
 	shards := f.limits.For(id).QueryShardingTotalShards
+	if f.cfg.MaxShards > 0 {
+		shards = min(shards, f.cfg.MaxShards)
+	}
 	if shards < 2 || f.cfg.MaxShardedQueries < 2 {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -221,6 +222,11 @@ func (a *App) initQueryFrontend() (services.Service, error) {
 	}
 	cfg := a.cfg.QueryFrontend
 	cfg.Parser = engine.ParserOptions(a.cfg.Querier.Config)
+	if a.localQuerier() {
+		// The shards run in this process: more than its cores gain
+		// nothing (bench/RESULTS.md: 2 shards on 2 cores beat 16).
+		cfg.MaxShards = runtime.GOMAXPROCS(0)
+	}
 	f, err := frontend.New(cfg, downstream, a.overrides, a.logger, a.reg)
 	if err != nil {
 		return nil, err

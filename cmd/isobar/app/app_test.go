@@ -291,3 +291,29 @@ func TestTricklingClientIsCutOff(t *testing.T) {
 	require.Less(t, took, 5*time.Second)
 	require.GreaterOrEqual(t, took, 400*time.Millisecond)
 }
+
+// TestOperatorEndpointsMoveOrGo: operator endpoints served on their own
+// address are gone from the HTTP port; turned off, they are nowhere.
+func TestOperatorEndpointsMoveOrGo(t *testing.T) {
+	a, url := startApp(t, "-server.operator-listen-address=127.0.0.1:0")
+	op := "http://" + a.server.OperatorAddr()
+	require.NotEqual(t, "http://", op)
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPost, "/ingester/flush"}, {http.MethodPost, "/compactor/run"}, {http.MethodGet, "/debug/pprof/cmdline"},
+	} {
+		code, _ := do(t, tc.method, url+tc.path, "", nil)
+		require.Equal(t, http.StatusNotFound, code, "%s on the HTTP port", tc.path)
+		code, body := do(t, tc.method, op+tc.path, "", nil)
+		require.Less(t, code, 300, "%s on the operator address: %s", tc.path, body)
+	}
+	code, _ := do(t, http.MethodGet, url+"/metrics", "", nil)
+	require.Equal(t, http.StatusOK, code, "metrics stay on the HTTP port")
+
+	_, url = startApp(t, "-server.operator-endpoints-disabled")
+	for _, path := range []string{"/ingester/flush", "/compactor/run", "/store-gateway/sync"} {
+		code, _ := do(t, http.MethodPost, url+path, "", nil)
+		require.Equal(t, http.StatusNotFound, code, path)
+	}
+	code, _ = do(t, http.MethodGet, url+"/debug/pprof/", "", nil)
+	require.Equal(t, http.StatusNotFound, code)
+}

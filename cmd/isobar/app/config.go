@@ -94,6 +94,10 @@ type ServerConfig struct {
 	HTTPReadTimeout  time.Duration `yaml:"http_server_read_timeout"`
 	HTTPWriteTimeout time.Duration `yaml:"http_server_write_timeout"`
 	HTTPIdleTimeout  time.Duration `yaml:"http_server_idle_timeout"`
+	// Operator endpoints (flush, compactor run, store-gateway sync, ring
+	// pages, pprof) on their own address, or not at all.
+	OperatorListenAddress     string `yaml:"operator_listen_address"`
+	OperatorEndpointsDisabled bool   `yaml:"operator_endpoints_disabled"`
 }
 
 // RegisterFlags registers every flag of the process with its default.
@@ -109,6 +113,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Server.HTTPReadTimeout, "server.http-read-timeout", time.Minute, "Longest time to read a request, body included; a client trickling its body is cut off.")
 	f.DurationVar(&c.Server.HTTPWriteTimeout, "server.http-write-timeout", 10*time.Minute, "Longest time from a request's headers to the end of its answer; keep it above -querier.timeout.")
 	f.DurationVar(&c.Server.HTTPIdleTimeout, "server.http-idle-timeout", 2*time.Minute, "How long a kept-alive connection may wait for its next request.")
+	f.StringVar(&c.Server.OperatorListenAddress, "server.operator-listen-address", "", "host:port of a separate HTTP server for the operator endpoints (flush, compactor run, store-gateway sync, ring pages, pprof), to keep them off the port clients reach; empty serves them on the HTTP port.")
+	f.BoolVar(&c.Server.OperatorEndpointsDisabled, "server.operator-endpoints-disabled", false, "Serve no operator endpoint at all.")
 	f.IntVar(&c.Server.GRPCMaxRecvMsgSize, "server.grpc-max-recv-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server takes (a push from a distributor).")
 	f.IntVar(&c.Server.GRPCMaxSendMsgSize, "server.grpc-max-send-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server sends (one frame of a read).")
 	c.IngesterClient.RegisterFlagsWithPrefix(f, "ingester.client", "ingester")

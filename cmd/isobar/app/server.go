@@ -42,6 +42,13 @@ type Server struct {
 	grpc    *grpc.Server
 	grpcLis net.Listener
 
+	// Operator endpoints are served by mux, or by their own server on
+	// -server.operator-listen-address.
+	opMux  *http.ServeMux
+	opSrv  *http.Server
+	opLis  net.Listener
+	opAddr atomic.Pointer[string]
+
 	duration *prometheus.HistogramVec
 	// crossOrigin refuses state-changing requests a browser sends for
 	// another site's page: operators' actions cannot be triggered by a
@@ -65,11 +72,22 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 		}, []string{"method", "route", "status_code"}),
 	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
-	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("/debug/pprof/cmdline", redactedCmdline)
-	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.opMux = s.mux
+	if cfg.OperatorListenAddress != "" {
+		s.opMux = http.NewServeMux()
+		s.opSrv = &http.Server{
+			Handler:           s.instrument(s.opMux),
+			ReadHeaderTimeout: 30 * time.Second,
+			ReadTimeout:       cfg.HTTPReadTimeout,
+			WriteTimeout:      cfg.HTTPWriteTimeout,
+			IdleTimeout:       cfg.HTTPIdleTimeout,
+		}
+	}
+	s.HandleOperator("/debug/pprof/", http.HandlerFunc(pprof.Index))
+	s.HandleOperator("/debug/pprof/cmdline", http.HandlerFunc(redactedCmdline))
+	s.HandleOperator("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	s.HandleOperator("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	s.HandleOperator("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	s.srv = &http.Server{
 		Handler:           s.withTenant(multitenancy, s.instrument(s.mux)),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -96,6 +114,17 @@ func (s *Server) starting(context.Context) error {
 		_ = lis.Close()
 		return fmt.Errorf("listen on %s: %w", grpcAddr, err)
 	}
+	if s.opSrv != nil {
+		opLis, err := net.Listen("tcp", s.cfg.OperatorListenAddress)
+		if err != nil {
+			_, _ = lis.Close(), grpcLis.Close()
+			return fmt.Errorf("listen on %s (-server.operator-listen-address): %w", s.cfg.OperatorListenAddress, err)
+		}
+		s.opLis = opLis
+		opBound := opLis.Addr().String()
+		s.opAddr.Store(&opBound)
+		s.logger.Info("operator HTTP server listening", "addr", opBound)
+	}
 	s.lis, s.grpcLis = lis, grpcLis
 	bound := lis.Addr().String()
 	s.addr.Store(&bound)
@@ -105,9 +134,12 @@ func (s *Server) starting(context.Context) error {
 }
 
 func (s *Server) running(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("serve HTTP: %w", s.srv.Serve(s.lis)) }()
 	go func() { errc <- fmt.Errorf("serve gRPC: %w", s.grpc.Serve(s.grpcLis)) }()
+	if s.opSrv != nil {
+		go func() { errc <- fmt.Errorf("serve the operator endpoints: %w", s.opSrv.Serve(s.opLis)) }()
+	}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -121,6 +153,11 @@ func (s *Server) stopping(_ error) error {
 	defer cancel()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	if s.opSrv != nil {
+		if err := s.opSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("shut down the operator HTTP server: %w", err)
+		}
+	}
 	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shut down HTTP server: %w", err)
 	}
@@ -132,10 +169,24 @@ func (s *Server) stopping(_ error) error {
 	return nil
 }
 
-// HandleOperator registers an operator's endpoint (an action, or a page
-// whose forms change state), refusing cross-site browser requests.
+// HandleOperator registers an operator's endpoint (an action, a page
+// whose forms change state, profiles), refusing cross-site browser
+// requests; on the operator listen address if there is one, nowhere if
+// operator endpoints are off.
 func (s *Server) HandleOperator(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.crossOrigin.Handler(h))
+	if s.cfg.OperatorEndpointsDisabled {
+		return
+	}
+	s.opMux.Handle(pattern, s.crossOrigin.Handler(h))
+}
+
+// OperatorAddr is the address of the operator endpoints' own server, once
+// listening; empty when they share the HTTP server.
+func (s *Server) OperatorAddr() string {
+	if a := s.opAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // redactedCmdline serves the command line as pprof's cmdline does, with

@@ -63,8 +63,7 @@ func (a *App) initRuler() (services.Service, error) {
 	a.server.HandleOperator("/ruler/ring", rc)
 	id := a.cfg.Ring.InstanceID
 	deps.Owns = func(tenantID, namespace, group string) bool {
-		owns, err := memberOf(rc, ring.RuleGroupToken(tenantID, namespace, group), rulerOwn, id)
-		return err == nil && owns
+		return rulerOwner(rc, ring.RuleGroupToken(tenantID, namespace, group)) == id
 	}
 	deps.Ownership = func() string { return rulerOwnership(rc) }
 	deps.Peers = func() ([]string, error) {
@@ -115,6 +114,18 @@ func (a *App) initRuler() (services.Service, error) {
 
 // rulerOwn: a rule group belongs to the one ACTIVE ruler owning its token.
 var rulerOwn = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, nil)
+
+// rulerOwner is the ruler that evaluates the group at token: the first
+// healthy ACTIVE ruler from the token on, so that the groups of a ruler
+// that died move on once it misses the heartbeat timeout, not only when
+// it is forgotten (a ring lookup of one replica would name the dead one).
+func rulerOwner(r *dskitring.Ring, token uint32) string {
+	rs, err := r.GetWithOptions(token, rulerOwn, dskitring.WithReplicationFactor(r.InstancesCount()))
+	if err != nil || len(rs.Instances) == 0 {
+		return ""
+	}
+	return rs.Instances[0].Id
+}
 
 // rulerOwnership names the healthy ACTIVE rulers: when it changes, groups
 // may have changed hands.

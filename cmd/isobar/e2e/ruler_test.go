@@ -230,16 +230,19 @@ func TestRulerAlertsThroughAlertmanager(t *testing.T) {
 // rule store: the ruler ring splits a tenant's groups between them, either
 // ruler's /api/v1/rules and /api/v1/alerts list them all, and when one
 // ruler stops, the other evaluates every group within one poll interval,
-// its alerts firing from the first evaluation with their activeAt kept.
+// its alerts firing from the first evaluation with their activeAt kept;
+// when one is killed, within the ring's heartbeat timeout and a poll.
 func TestRulersShareGroupsAndTakeOver(t *testing.T) {
 	const (
-		groups = 12
-		poll   = 5 * time.Second
+		groups           = 12
+		poll             = 5 * time.Second
+		heartbeatTimeout = 4 * time.Second
 	)
-	c := startCluster(t)
+	heartbeats := []string{"-ring.heartbeat-period=1s", "-ring.heartbeat-timeout=" + heartbeatTimeout.String()}
+	c := startCluster(t, heartbeats...)
 	store := t.TempDir()
-	rulerFlags := []string{"-bucket.filesystem.dir=" + store, "-ruler.poll-interval=" + poll.String(),
-		"-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1m"}
+	rulerFlags := append([]string{"-bucket.filesystem.dir=" + store, "-ruler.poll-interval=" + poll.String(),
+		"-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1m"}, heartbeats...)
 	var rulers []*isobar
 	for i := range 2 {
 		rulers = append(rulers, startIsobar(t, t.TempDir(), clusterMember(t, c.join, fmt.Sprintf("ruler-%d", i), "ruler", freeAddr(t), rulerFlags...)...))
@@ -377,13 +380,63 @@ rules:
 	took := time.Since(stopped)
 	t.Logf("ruler-0 evaluated all %d groups %s after ruler-1 stopped", groups, took.Round(10*time.Millisecond))
 	require.Less(t, took, poll, "takeover within one poll interval")
-	after := alertsOf(rulers[0], local)
-	require.Len(t, after, groups)
-	for g, a := range after {
-		require.Equal(t, "firing", a.State, "alert of %s", g)
-		require.Equal(t, []string{"firing"}, seen[g], "states of the alert of %s seen on ruler-0", g)
-		// ALERTS_FOR_STATE keeps whole seconds.
-		require.True(t, a.ActiveAt.Equal(before[g].ActiveAt.Truncate(time.Second)) || a.ActiveAt.Equal(before[g].ActiveAt),
-			"alert of %s active since %s, was %s", g, a.ActiveAt, before[g].ActiveAt)
+	requireTakenOver := func(r *isobar, before map[string]alert, seen map[string][]string) {
+		t.Helper()
+		after := alertsOf(r, local)
+		require.Len(t, after, groups)
+		for g, a := range after {
+			require.Equal(t, "firing", a.State, "alert of %s", g)
+			require.Equal(t, []string{"firing"}, seen[g], "states of the alert of %s seen on %s", g, r.URL)
+			// ALERTS_FOR_STATE keeps whole seconds.
+			require.True(t, a.ActiveAt.Equal(before[g].ActiveAt.Truncate(time.Second)) || a.ActiveAt.Equal(before[g].ActiveAt),
+				"alert of %s active since %s, was %s", g, a.ActiveAt, before[g].ActiveAt)
+		}
 	}
+	requireTakenOver(rulers[0], before, seen)
+
+	// ruler-1 comes back and takes its share again. Then ruler-0 dies
+	// (kill -9, it leaves no word): ruler-1 evaluates every group once
+	// ruler-0 misses the ring's heartbeat timeout.
+	rulers[1].Restart()
+	waitFor(t, 3*poll, "the groups split again, each evaluated by its ruler", func() error {
+		gs0, gs1 := groupsOf(rulers[0], local), groupsOf(rulers[1], local)
+		if len(gs0) == 0 || len(gs1) == 0 || len(gs0)+len(gs1) != groups {
+			return fmt.Errorf("the rulers evaluate %d and %d groups", len(gs0), len(gs1))
+		}
+		for _, g := range append(gs0, gs1...) {
+			if g.LastEvaluation.IsZero() {
+				return fmt.Errorf("group %s not evaluated yet", g.Name)
+			}
+		}
+		if n := len(alertsOf(rulers[1], nil)); n != groups {
+			return fmt.Errorf("%d alerts", n)
+		}
+		return nil
+	})
+	before = alertsOf(rulers[1], nil)
+	require.Len(t, before, groups)
+	rulers[0].Kill9()
+	killed := time.Now()
+	seen = map[string][]string{}
+	waitFor(t, heartbeatTimeout+2*poll, "ruler-1 evaluating every group", func() error {
+		for g, a := range alertsOf(rulers[1], local) {
+			if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
+				seen[g] = append(seen[g], a.State)
+			}
+		}
+		gs := groupsOf(rulers[1], local)
+		if len(gs) != groups {
+			return fmt.Errorf("%d groups", len(gs))
+		}
+		for _, g := range gs {
+			if !g.LastEvaluation.After(killed) {
+				return fmt.Errorf("group %s not evaluated since", g.Name)
+			}
+		}
+		return nil
+	})
+	took = time.Since(killed)
+	t.Logf("ruler-1 evaluated all %d groups %s after ruler-0 was killed (heartbeat timeout %s)", groups, took.Round(10*time.Millisecond), heartbeatTimeout)
+	require.Less(t, took, heartbeatTimeout+poll, "takeover within the heartbeat timeout and a poll interval")
+	requireTakenOver(rulers[1], before, seen)
 }

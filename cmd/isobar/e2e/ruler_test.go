@@ -355,28 +355,36 @@ rules:
 	before := alertsOf(rulers[1], nil)
 	require.Len(t, before, groups)
 
+	// takeOver waits until r evaluates every group, each since since, and
+	// returns the states of their alerts r showed meanwhile.
+	takeOver := func(r *isobar, since time.Time, within time.Duration) map[string][]string {
+		t.Helper()
+		seen := map[string][]string{}
+		waitFor(t, within, r.URL+" evaluating every group", func() error {
+			for g, a := range alertsOf(r, local) {
+				if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
+					seen[g] = append(seen[g], a.State)
+				}
+			}
+			gs := groupsOf(r, local)
+			if len(gs) != groups {
+				return fmt.Errorf("%d groups", len(gs))
+			}
+			for _, g := range gs {
+				if !g.LastEvaluation.After(since) {
+					return fmt.Errorf("group %s not evaluated since", g.Name)
+				}
+			}
+			return nil
+		})
+		return seen
+	}
+
 	// ruler-1 stops; ruler-0 takes its groups over within a poll interval,
 	// and their alerts are firing from the first evaluation on.
 	require.Equal(t, 0, rulers[1].Stop())
 	stopped := time.Now()
-	seen := map[string][]string{}
-	waitFor(t, 2*poll, "ruler-0 evaluating every group", func() error {
-		for g, a := range alertsOf(rulers[0], local) {
-			if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
-				seen[g] = append(seen[g], a.State)
-			}
-		}
-		gs := groupsOf(rulers[0], local)
-		if len(gs) != groups {
-			return fmt.Errorf("%d groups", len(gs))
-		}
-		for _, g := range gs {
-			if !g.LastEvaluation.After(stopped) {
-				return fmt.Errorf("group %s not evaluated since", g.Name)
-			}
-		}
-		return nil
-	})
+	seen := takeOver(rulers[0], stopped, 2*poll)
 	took := time.Since(stopped)
 	t.Logf("ruler-0 evaluated all %d groups %s after ruler-1 stopped", groups, took.Round(10*time.Millisecond))
 	require.Less(t, took, poll, "takeover within one poll interval")
@@ -417,24 +425,7 @@ rules:
 	require.Len(t, before, groups)
 	rulers[0].Kill9()
 	killed := time.Now()
-	seen = map[string][]string{}
-	waitFor(t, heartbeatTimeout+2*poll, "ruler-1 evaluating every group", func() error {
-		for g, a := range alertsOf(rulers[1], local) {
-			if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
-				seen[g] = append(seen[g], a.State)
-			}
-		}
-		gs := groupsOf(rulers[1], local)
-		if len(gs) != groups {
-			return fmt.Errorf("%d groups", len(gs))
-		}
-		for _, g := range gs {
-			if !g.LastEvaluation.After(killed) {
-				return fmt.Errorf("group %s not evaluated since", g.Name)
-			}
-		}
-		return nil
-	})
+	seen = takeOver(rulers[1], killed, heartbeatTimeout+2*poll)
 	took = time.Since(killed)
 	t.Logf("ruler-1 evaluated all %d groups %s after ruler-0 was killed (heartbeat timeout %s)", groups, took.Round(10*time.Millisecond), heartbeatTimeout)
 	require.Less(t, took, heartbeatTimeout+poll, "takeover within the heartbeat timeout and a poll interval")

@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./ingest/remotewrite
 	$(GO) test -run '^$$' -fuzz '^FuzzLegacyNames$$' -fuzztime $(FUZZTIME) ./pkg/validation
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoders$$' -fuzztime $(FUZZTIME) ./pkg/rpc
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./pkg/rpc
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalSeries$$' -fuzztime $(FUZZTIME) ./pkg/promapi
 
 # End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,6 +79,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	case *PushResponse:
 		return nil
+	case *prompb.ChunkedReadResponse: // the bulk of every query
+		return decodeFrame(data.Materialize(), m)
 	case interface{ Unmarshal([]byte) error }: // these copy what they keep
 		return m.Unmarshal(data.Materialize())
 	}

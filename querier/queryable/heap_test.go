@@ -3,33 +3,45 @@ package queryable
 import (
 	"fmt"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	dskitring "github.com/grafana/dskit/ring"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
+
+	"github.com/isobar-tsdb/isobar/pkg/rpc"
 )
 
 // BenchmarkQueryPeakHeap runs count() over 100k series with 200-byte label
-// values, held by three replicas, through the PromQL engine, and reports
-// the querier's peak heap above what it held before the query (sampled
-// every millisecond), next to the encoded size of one replica's answer.
+// values, held by three replicas in three other processes, through the
+// PromQL engine. It reports the querier's peak heap above what it held
+// before the query (sampled every millisecond), the encoded size of one
+// replica's answer, and the ratio of the two: the target is at most
+// 2× the answer plus a constant.
 //
 //	go test ./querier/queryable -run '^$' -bench QueryPeakHeap -count 6 | tee new.txt; benchstat old.txt new.txt
 func BenchmarkQueryPeakHeap(b *testing.B) {
-	readers, q := replicas(b, 3)
-	const n = 100_000
-	pad := strings.Repeat("x", 200)
-	for i := range n {
-		ls := labels.FromStrings("__name__", "openstack_vnic_rx_bytes_total", "hypervisor", fmt.Sprintf("cmp-%04d", i%1000), "port", fmt.Sprintf("%06d-%s", i, pad))
-		for _, r := range readers {
-			r.add(b, ls, t0, t0+4*15_000)
-		}
+	// Two sizes: the peak's growth between them, against the answer's, is
+	// what the query costs a series; the rest is a constant (frames in
+	// flight, the engine).
+	for _, n := range []int{25_000, 100_000} {
+		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) { benchmarkQueryPeakHeap(b, n) })
 	}
-	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e9, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+}
+
+func benchmarkQueryPeakHeap(b *testing.B, n int) {
+	q := remoteReplicas(b, 3, n)
+	at := t0 + 4*15_000
+	lookback := 5 * time.Minute
+	answer := answerBytes(b, q, &prompb.Query{
+		StartTimestampMs: at - lookback.Milliseconds(), EndTimestampMs: at,
+		Matchers: rpc.ToLabelMatchers([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "openstack_vnic_rx_bytes_total")}),
+	})
+	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e9, Timeout: time.Minute, LookbackDelta: lookback})
 	var peak atomic.Uint64
 	b.ReportAllocs()
 	for b.Loop() {
@@ -56,7 +68,7 @@ func BenchmarkQueryPeakHeap(b *testing.B) {
 				}
 			}
 		}()
-		qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(t0+4*15_000))
+		qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(at))
 		require.NoError(b, err)
 		res := qry.Exec(ctxA)
 		require.NoError(b, res.Err)
@@ -68,5 +80,21 @@ func BenchmarkQueryPeakHeap(b *testing.B) {
 		<-done
 	}
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(answer)/(1<<20), "answer-MB")
+	b.ReportMetric(float64(peak.Load())/float64(answer), "peak/answer")
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds()*float64(b.N), "series/s")
+}
+
+// answerBytes is the encoded size of what one ingester sends for req.
+func answerBytes(b *testing.B, q *Ingesters, req *prompb.Query) int {
+	rs, err := q.ring.GetReplicationSetForOperation(dskitring.Read)
+	require.NoError(b, err)
+	c, err := q.pool.GetClientForInstance(rs.Instances[0])
+	require.NoError(b, err)
+	size := 0
+	require.NoError(b, c.(*rpc.PooledIngester).QueryStream(ctxA, req, func(resp *prompb.ChunkedReadResponse) error {
+		size += resp.Size()
+		return nil
+	}))
+	return size
 }

@@ -301,16 +301,15 @@ type chunkSeriesSet struct {
 	skipThrough labels.Labels
 	// fetched, if set, counts the chunks against the query's limits.
 	fetched *fetchCounts
+	builder labels.ScratchBuilder
 }
 
 func (s *chunkSeriesSet) Next() bool {
 	if s.err != nil {
 		return false
 	}
-	var (
-		cs *prompb.ChunkedSeries
-		b  labels.ScratchBuilder
-	)
+	var cs *prompb.ChunkedSeries
+	b := &s.builder
 	for {
 		s.cur++
 		for s.cur >= len(s.series) {
@@ -339,7 +338,7 @@ func (s *chunkSeriesSet) Next() bool {
 		if len(cs.Chunks) == 0 {
 			continue // no samples: the merge cannot take a series without any
 		}
-		b = labels.NewScratchBuilder(len(cs.Labels))
+		b.Reset()
 		for _, l := range cs.Labels {
 			b.Add(l.Name, l.Value)
 		}
@@ -347,29 +346,36 @@ func (s *chunkSeriesSet) Next() bool {
 			break
 		}
 	}
+	size := 0
+	for _, c := range cs.Chunks {
+		size += len(c.Data)
+	}
 	if s.fetched != nil {
-		size := 0
-		for _, c := range cs.Chunks {
-			size += len(c.Data)
-		}
 		if err := s.fetched.addChunks(len(cs.Chunks), size); err != nil {
 			s.err = err
 			return false
 		}
 	}
-	metas := make([]chunks.Meta, 0, len(cs.Chunks))
+	// The frame's label strings and chunk data point into the bytes it was
+	// decoded from: the labels (built above) and the chunks are copied, one
+	// allocation each, so that the frame is garbage once read.
+	data := make([]byte, 0, size)
+	series := &chunkSeries{}
+	metas := series.one[:0]
+	if len(cs.Chunks) > 1 {
+		metas = make([]chunks.Meta, 0, len(cs.Chunks))
+	}
 	for _, c := range cs.Chunks {
-		chk, err := chunkenc.FromData(chunkenc.Encoding(c.Type), c.Data)
+		data = append(data, c.Data...)
+		chk, err := chunkenc.FromData(chunkenc.Encoding(c.Type), data[len(data)-len(c.Data):len(data):len(data)])
 		if err != nil {
 			s.err = fmt.Errorf("decode chunk of %s: %w", b.Labels(), err)
 			return false
 		}
 		metas = append(metas, chunks.Meta{MinTime: c.MinTimeMs, MaxTime: c.MaxTimeMs, Chunk: chk})
 	}
-	s.at = &storage.ChunkSeriesEntry{
-		Lset:            b.Labels(),
-		ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator { return storage.NewListChunkSeriesIterator(metas...) },
-	}
+	series.lset, series.metas = b.Labels(), metas
+	s.at = series
 	return true
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -19,7 +20,8 @@ import (
 // Chunks that still overlap (a replica that missed samples) are merged
 // sample by sample, each sample once.
 func mergeReplicas(sets []storage.ChunkSeriesSet) storage.SeriesSet {
-	return &chunkedSeriesSet{ChunkSeriesSet: storage.NewMergeChunkSeriesSet(sets, 0, dedupeChunks)}
+	d := &chunkDeduper{}
+	return &chunkedSeriesSet{ChunkSeriesSet: storage.NewMergeChunkSeriesSet(sets, 0, d.merge)}
 }
 
 // chunkedSeriesSet turns chunk series into series. A series whose chunks do
@@ -37,7 +39,11 @@ func (s *chunkedSeriesSet) Next() bool {
 	if s.err != nil || !s.ChunkSeriesSet.Next() {
 		return false
 	}
-	s.metas = s.metas[:0]
+	if cs, ok := s.ChunkSeriesSet.At().(*chunkSeries); ok {
+		s.metas = cs.metas // one source's series, or a chunkDeduper merge: its own
+		return true
+	}
+	s.metas = nil
 	it := s.ChunkSeriesSet.At().Iterator(nil)
 	for it.Next() {
 		s.metas = append(s.metas, it.At())
@@ -50,8 +56,9 @@ func (s *chunkedSeriesSet) Next() bool {
 }
 
 func (s *chunkedSeriesSet) At() storage.Series {
-	lset := s.ChunkSeriesSet.At().Labels()
-	metas := slices.Clone(s.metas)
+	at := s.ChunkSeriesSet.At()
+	lset := at.Labels()
+	metas := s.metas
 	for i := 1; i < len(metas); i++ {
 		if metas[i].MinTime <= metas[i-1].MaxTime { // overlapping: merge the samples
 			series := make([]storage.Series, len(metas))
@@ -61,9 +68,10 @@ func (s *chunkedSeriesSet) At() storage.Series {
 			return storage.ChainedSeriesMerge(series...)
 		}
 	}
-	return &storage.SeriesEntry{Lset: lset, SampleIteratorFn: func(chunkenc.Iterator) chunkenc.Iterator {
-		return &chunksIterator{metas: metas}
-	}}
+	if cs, ok := at.(*chunkSeries); ok {
+		return (*sampleSeries)(cs)
+	}
+	return &sampleSeries{lset: lset, metas: metas}
 }
 
 func (s *chunkedSeriesSet) Err() error {
@@ -73,6 +81,39 @@ func (s *chunkedSeriesSet) Err() error {
 	return s.ChunkSeriesSet.Err()
 }
 
+// chunkSeries is a series and its chunks (a storage.ChunkSeries).
+type chunkSeries struct {
+	lset  labels.Labels
+	metas []chunks.Meta
+	// one holds the chunk of a series of one chunk (most series of a
+	// dashboard's range), sparing metas an allocation of its own.
+	one [1]chunks.Meta
+}
+
+func (s *chunkSeries) Labels() labels.Labels { return s.lset }
+
+func (s *chunkSeries) Iterator(chunks.Iterator) chunks.Iterator {
+	return storage.NewListChunkSeriesIterator(s.metas...)
+}
+
+// sampleSeries is a series whose chunks do not overlap (a storage.Series):
+// its samples are read from one chunk after the other.
+type sampleSeries chunkSeries
+
+func (s *sampleSeries) Labels() labels.Labels { return s.lset }
+
+func (s *sampleSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	if ci, ok := it.(*chunksIterator); ok {
+		spare := ci.cur
+		if spare == nil {
+			spare = ci.spare
+		}
+		*ci = chunksIterator{metas: s.metas, spare: spare}
+		return ci
+	}
+	return &chunksIterator{metas: s.metas}
+}
+
 // chunksIterator reads the samples of chunks that do not overlap, in
 // order.
 type chunksIterator struct {
@@ -80,6 +121,7 @@ type chunksIterator struct {
 	next    int // the chunk after the current one
 	cur     chunkenc.Iterator
 	curType chunkenc.ValueType
+	spare   chunkenc.Iterator // to reuse for the first chunk
 }
 
 func (it *chunksIterator) Next() chunkenc.ValueType {
@@ -93,7 +135,11 @@ func (it *chunksIterator) Next() chunkenc.ValueType {
 			it.curType = chunkenc.ValNone
 			return it.curType
 		}
-		it.cur = it.metas[it.next].Chunk.Iterator(it.cur)
+		reuse := it.cur
+		if reuse == nil {
+			reuse, it.spare = it.spare, nil
+		}
+		it.cur = it.metas[it.next].Chunk.Iterator(reuse)
 		it.next++
 	}
 }
@@ -132,17 +178,27 @@ func (it *chunksIterator) Err() error {
 	return it.cur.Err()
 }
 
-// dedupeChunks is a VerticalChunkSeriesMergeFunc: the chunks of every
-// series, in time order, without duplicates.
-func dedupeChunks(series ...storage.ChunkSeries) storage.ChunkSeries {
-	var metas []chunks.Meta
-	var it chunks.Iterator
+// chunkDeduper merges the copies of a series that several replicas sent:
+// its merge is a VerticalChunkSeriesMergeFunc giving the chunks of every
+// copy, in time order, without duplicates. A merge set calls it for one
+// series at a time, so it keeps its scratch space between calls.
+type chunkDeduper struct {
+	metas []chunks.Meta
+	it    chunks.Iterator
+}
+
+func (d *chunkDeduper) merge(series ...storage.ChunkSeries) storage.ChunkSeries {
+	metas := d.metas[:0]
 	for _, s := range series {
-		it = s.Iterator(it)
-		for it.Next() {
-			metas = append(metas, it.At())
+		if cs, ok := s.(*chunkSeries); ok {
+			metas = append(metas, cs.metas...)
+			continue
 		}
-		if err := it.Err(); err != nil {
+		d.it = s.Iterator(d.it)
+		for d.it.Next() {
+			metas = append(metas, d.it.At())
+		}
+		if err := d.it.Err(); err != nil {
 			return &storage.ChunkSeriesEntry{Lset: series[0].Labels(), ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator {
 				return errChunksIterator{err}
 			}}
@@ -158,9 +214,14 @@ func dedupeChunks(series ...storage.ChunkSeries) storage.ChunkSeries {
 		}
 		out = append(out, m)
 	}
-	return &storage.ChunkSeriesEntry{Lset: series[0].Labels(), ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator {
-		return storage.NewListChunkSeriesIterator(out...)
-	}}
+	d.metas = metas
+	defer clear(metas) // the scratch space keeps no chunk alive
+	// Replicas that agree: the first copy is the answer (the stable sort
+	// put its chunks first), and the others are garbage.
+	if first, ok := series[0].(*chunkSeries); ok && slices.EqualFunc(out, first.metas, func(a, b chunks.Meta) bool { return a.Chunk == b.Chunk }) {
+		return first
+	}
+	return &chunkSeries{lset: series[0].Labels(), metas: slices.Clone(out)}
 }
 
 func sameChunk(a, b chunks.Meta) bool {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -40,6 +41,30 @@ type Ring struct {
 // connections. Everything stops when the test ends.
 func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 	t.Helper()
+	var servers []*grpc.Server
+	var addrs []string
+	for _, reg := range register {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		srv := grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor), grpc.StreamInterceptor(rpc.ServerTenantStreamInterceptor))
+		reg(srv)
+		grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+		servers = append(servers, srv)
+		addrs = append(addrs, lis.Addr().String())
+	}
+	r := Join(t, rf, addrs...)
+	r.Servers = servers
+	return r
+}
+
+// Join makes each address, a gRPC server already serving the ingester
+// services and health (perhaps in another process), an ACTIVE ingester of
+// a new in-memory ring, and returns a ring client with replication factor
+// rf and a pool of connections. Everything stops when the test ends.
+func Join(t testing.TB, rf int, addrs ...string) *Ring {
+	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	var rc ring.Config
 	fs := flag.NewFlagSet("", flag.ContinueOnError)
@@ -50,19 +75,14 @@ func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 	require.NoError(t, err)
 
 	r := &Ring{}
-	for i, reg := range register {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+	for i, addr := range addrs {
+		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
-		srv := grpc.NewServer(grpc.UnaryInterceptor(rpc.ServerTenantInterceptor), grpc.StreamInterceptor(rpc.ServerTenantStreamInterceptor))
-		reg(srv)
-		grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
-		go func() { _ = srv.Serve(lis) }()
-		t.Cleanup(srv.Stop)
-		r.Servers = append(r.Servers, srv)
-
 		c := rc
 		c.InstanceID = fmt.Sprintf("ingester-%d", i)
-		c.InstanceAddr, c.InstancePort = "127.0.0.1", lis.Addr().(*net.TCPAddr).Port
+		c.InstanceAddr = host
+		c.InstancePort, err = strconv.Atoi(port)
+		require.NoError(t, err)
 		lc, err := ring.NewLifecycler(c, ring.Ingesters, store, t.TempDir()+"/tokens", logger, nil)
 		require.NoError(t, err)
 		run(t, lc)
@@ -70,7 +90,7 @@ func Start(t testing.TB, rf int, register ...func(*grpc.Server)) *Ring {
 	r.Client, err = ring.NewClient(rc, ring.Ingesters, rf, store, logger, nil)
 	require.NoError(t, err)
 	run(t, r.Client)
-	require.Eventually(t, func() bool { return r.Client.InstancesWithTokensCount() == len(register) }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.Client.InstancesWithTokensCount() == len(addrs) }, 10*time.Second, 10*time.Millisecond)
 	snappy := rpc.DefaultClientConfig()
 	snappy.Compression = "snappy"
 	r.Pool = rpc.NewIngesterPool("test", r.Client, snappy, logger, nil)

@@ -31,8 +31,8 @@ start querier 9010 9099 7950 querier
 start store-gateway 9014 9100 7951 store-gateway
 start compactor 9015 9101 7952 compactor
 start query-frontend 9016 9102 7953 query-frontend -query-frontend.downstream-url=http://127.0.0.1:9010
-start ruler-1 9017 9103 7954 ruler
-start ruler-2 9018 9104 7955 ruler
+start ruler-1 9017 9103 7954 ruler -ruler.query-frontend.address=127.0.0.1:9016
+start ruler-2 9018 9104 7955 ruler -ruler.query-frontend.address=127.0.0.1:9016
 echo "push: http://127.0.0.1:9009/api/v1/push   query: http://127.0.0.1:9016/prometheus (frontend; the querier itself: :9010)"
 echo "rings: http://127.0.0.1:9010/ring (ingesters)   http://127.0.0.1:9010/store-gateway/ring   http://127.0.0.1:9017/ruler/ring"
 echo "rules: http://127.0.0.1:9017/prometheus/config/v1/rules (either ruler)"

@@ -25,7 +25,8 @@ const (
 // AcceptsSeries reports whether r asks for a SeriesProtobuf answer.
 func AcceptsSeries(r *http.Request) bool { return r.Header.Get("Accept") == SeriesProtobuf }
 
-// MarshalSeries encodes a matrix or a vector as a SeriesProtobuf answer.
+// MarshalSeries encodes a matrix or a vector as a SeriesProtobuf answer; a
+// scalar is a series without labels, as a rule evaluates it.
 func MarshalSeries(v any) ([]byte, error) {
 	var res prompb.QueryResult
 	switch v := v.(type) {
@@ -52,6 +53,8 @@ func MarshalSeries(v any) ([]byte, error) {
 			}
 			res.Timeseries = append(res.Timeseries, ts)
 		}
+	case promql.Scalar:
+		res.Timeseries = []*prompb.TimeSeries{{Labels: []prompb.Label{}, Samples: []prompb.Sample{{Timestamp: v.T, Value: v.V}}}}
 	default:
 		return nil, fmt.Errorf("a %T answer has no series", v)
 	}

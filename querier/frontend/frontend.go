@@ -245,6 +245,9 @@ func (f *Frontend) forward(w http.ResponseWriter, r *http.Request, id string, bo
 		f.fail(w, endpoint, http.StatusInternalServerError, "internal", err)
 		return
 	}
+	if promapi.AcceptsSeries(r) { // a ruler
+		req.Header.Set("Accept", promapi.SeriesProtobuf)
+	}
 	resp, err := f.queue.roundTrip(r.Context(), id, req)
 	if err != nil {
 		f.failQueue(w, endpoint, err)
@@ -344,7 +347,22 @@ func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := &queryStats{slots: make(chan struct{}, f.cfg.Parallelism)}
-	out, errResp, err := f.evalSharded(r.Context(), id, q, q.start, q.start, st)
+	contentType := "application/json"
+	var (
+		out             []byte
+		errResp         *errorResponse
+		warnings, infos []string
+	)
+	if promapi.AcceptsSeries(r) { // a ruler: exact series, not JSON
+		contentType = promapi.SeriesProtobuf
+		errResp, err = f.evalShardedValue(r.Context(), id, q, q.start, q.start, st, func(v parser.Value, w, i []string) error {
+			warnings, infos = w, i
+			out, err = promapi.MarshalSeries(v)
+			return err
+		})
+	} else {
+		out, errResp, err = f.evalSharded(r.Context(), id, q, q.start, q.start, st)
+	}
 	switch {
 	case err != nil:
 		f.failQueue(w, "query", err)
@@ -354,7 +372,11 @@ func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
 		f.queries.WithLabelValues("query", strconv.Itoa(errResp.code)).Inc()
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", contentType)
+	if contentType == promapi.SeriesProtobuf {
+		w.Header()[promapi.WarningHeader] = warnings
+		w.Header()[promapi.InfoHeader] = infos
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	took := time.Since(start)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -12,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/limits"
+	"github.com/isobar-tsdb/isobar/pkg/promapi"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
 
 func TestPlanShards(t *testing.T) {
@@ -260,4 +264,66 @@ func requireClose(t *testing.T, want, got, msg string) {
 		return
 	}
 	require.InDelta(t, w, g, 1e-9*math.Max(1, math.Abs(w)), "%s: want %s, got %s", msg, want, got)
+}
+
+// A ruler asks for exact series (promapi.SeriesProtobuf): the frontend
+// answers in them whether it shards the query, passes it on, or the query
+// is a scalar, with what the querier answers.
+func TestFrontendAnswersRulersInSeries(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxShardedQueries = 1000
+	querier, frontend, calls, f := querierAndFrontend(t, fleetData, cfg)
+	f.limits = fixedLimits(limits.Limits{QueryShardingTotalShards: 4})
+	ask := func(h http.Handler, q string) (promql.Matrix, http.Header) {
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/query", strings.NewReader(url.Values{"query": {q}, "time": {"7200"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", promapi.SeriesProtobuf)
+		req.Header.Set(tenant.HeaderName, "team-a")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		require.Equal(t, promapi.SeriesProtobuf, rec.Header().Get("Content-Type"))
+		m, err := promapi.UnmarshalSeries(rec.Body.Bytes())
+		require.NoError(t, err)
+		return m, rec.Header()
+	}
+	for _, c := range []struct {
+		query   string
+		sharded bool
+	}{
+		{`sum by (instance) (rate(node_cpu_seconds_total[5m]))`, true},
+		{`sum(rate(lb_latency[5m]))`, true}, // a native histogram
+		{`gpu_temp_celsius > 0`, false},
+		{`rate(lb_latency[5m])`, false},
+		{`scalar(sum(gpu_temp_celsius))`, true}, // a scalar
+		{`2 * 3`, false},
+		{`sum(nothing)`, true},
+	} {
+		t.Run(c.query, func(t *testing.T) {
+			want, _ := ask(querier, c.query)
+			before := calls.n.Load()
+			got, _ := ask(frontend, c.query)
+			if c.sharded {
+				require.Equal(t, int64(4), calls.n.Load()-before, "sharded in 4")
+			} else {
+				require.Equal(t, int64(1), calls.n.Load()-before, "passed on")
+			}
+			require.Len(t, got, len(want))
+			for i := range want {
+				require.Equal(t, want[i].Metric, got[i].Metric)
+				require.Len(t, got[i].Floats, len(want[i].Floats))
+				for j, p := range want[i].Floats {
+					require.Equal(t, p.T, got[i].Floats[j].T)
+					require.InEpsilon(t, p.F, got[i].Floats[j].F, 1e-12)
+				}
+				require.Len(t, got[i].Histograms, len(want[i].Histograms))
+				for j, p := range want[i].Histograms {
+					require.Equal(t, p.T, got[i].Histograms[j].T)
+					require.Equal(t, p.H.Schema, got[i].Histograms[j].H.Schema)
+					require.InEpsilon(t, p.H.Count, got[i].Histograms[j].H.Count, 1e-12)
+					require.InEpsilon(t, p.H.Sum, got[i].Histograms[j].H.Sum, 1e-12)
+				}
+			}
+		})
+	}
 }

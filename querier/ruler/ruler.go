@@ -1,6 +1,7 @@
 // Package ruler evaluates every tenant's recording and alerting rules:
 // one Prometheus rule manager per tenant, its queries run by the
-// querier's engine over the querier's storage, its results (recording
+// querier's engine over the querier's storage (or by a query-frontend,
+// -ruler.query-frontend.address), its results (recording
 // rules, ALERTS, ALERTS_FOR_STATE) written through the distributor like
 // any remote write, its alerts sent to Alertmanager by a notifier per
 // tenant. Rule groups are kept in a Store (the bucket, or a read-only
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"slices"
 	"sync"
@@ -48,6 +50,8 @@ type Config struct {
 	ForGracePeriod            time.Duration          `yaml:"for_grace_period"`
 	ExternalURL               string                 `yaml:"external_url"`
 	LocalDirectory            string                 `yaml:"local_directory"`
+	QueryFrontendAddress      string                 `yaml:"query_frontend_address"`
+	QueryFrontendTimeout      time.Duration          `yaml:"query_frontend_timeout"`
 }
 
 // RegisterFlags registers the ruler's flags.
@@ -62,6 +66,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.OutageTolerance, "ruler.for-outage-tolerance", time.Hour, "How long the ruler may have been down for a pending alert's 'for' time to be restored after it starts.")
 	f.DurationVar(&c.ForGracePeriod, "ruler.for-grace-period", 10*time.Minute, "Least time left of a restored alert's 'for' wait after a restart: alerts with a 'for' at least this long never fire sooner than this after the ruler starts.")
 	f.StringVar(&c.ExternalURL, "ruler.external.url", "", "URL of the ruler's users' Prometheus UI (Grafana), for the alerts' generator URL.")
+	f.StringVar(&c.QueryFrontendAddress, "ruler.query-frontend.address", "", "Evaluate rule expressions through this query-frontend (host:port, or http(s)://host:port/prefix; default prefix /prometheus), so they get its splitting and sharding; a querier's address works too. Empty: the querier in this process.")
+	f.DurationVar(&c.QueryFrontendTimeout, "ruler.query-frontend.timeout", 2*time.Minute, "Timeout of a rule's query through -ruler.query-frontend.address.")
 	f.StringVar(&c.LocalDirectory, "ruler-storage.local.directory", "", "Read rule groups from <directory>/<tenant>/<namespace>.yaml (Prometheus rule files, for rules kept in git) instead of the bucket; the configuration API then refuses changes.")
 }
 
@@ -73,6 +79,14 @@ func (c *Config) Validate() error {
 	if c.ExternalURL != "" {
 		if _, err := url.Parse(c.ExternalURL); err != nil {
 			return fmt.Errorf("-ruler.external.url: %w", err)
+		}
+	}
+	if c.QueryFrontendAddress != "" {
+		if _, err := frontendURL(c.QueryFrontendAddress); err != nil {
+			return err
+		}
+		if c.QueryFrontendTimeout <= 0 {
+			return errors.New("-ruler.query-frontend.timeout must be positive")
 		}
 	}
 	for _, u := range c.AlertmanagerURLs {
@@ -121,6 +135,10 @@ type Ruler struct {
 	logger  *slog.Logger
 	metrics *metrics
 
+	// query evaluates the rules' expressions: the engine of the process,
+	// or a query-frontend.
+	query rules.QueryFunc
+
 	mu      sync.Mutex
 	tenants map[string]*tenantRules
 	syncNow chan struct{}
@@ -135,6 +153,11 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 		metrics: newMetrics(reg),
 		tenants: map[string]*tenantRules{},
 		syncNow: make(chan struct{}, 1),
+	}
+	r.query = rules.EngineQueryFunc(deps.Engine, deps.Queryable)
+	if cfg.QueryFrontendAddress != "" {
+		endpoint, _ := frontendURL(cfg.QueryFrontendAddress) // checked by Validate
+		r.query = frontendQueryFunc(&http.Client{Timeout: cfg.QueryFrontendTimeout}, endpoint)
 	}
 	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
 	return r
@@ -292,7 +315,7 @@ func (r *Ruler) newTenant(id string) (*tenantRules, error) {
 	loader := &memoryLoader{parser: r.deps.Parser, groups: map[string]*rulefmt.RuleGroups{}}
 	l := r.deps.Limits.For(id)
 	offset := time.Duration(l.RulerQueryOffset)
-	query := rules.EngineQueryFunc(r.deps.Engine, r.deps.Queryable)
+	query := r.query
 	m := rules.NewManager(&rules.ManagerOptions{
 		NameValidationScheme: nameScheme(l),
 		ExternalURL:          r.externalURL(),

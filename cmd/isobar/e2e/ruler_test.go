@@ -240,9 +240,13 @@ func TestRulersShareGroupsAndTakeOver(t *testing.T) {
 	)
 	heartbeats := []string{"-ring.heartbeat-period=1s", "-ring.heartbeat-timeout=" + heartbeatTimeout.String()}
 	c := startCluster(t, heartbeats...)
+	// The rulers evaluate through a query-frontend, which shards what it
+	// can (count(...)) and passes the rest on.
+	fe := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "query-frontend", "query-frontend", freeAddr(t),
+		"-query-frontend.downstream-url="+c.querier.URL, "-query-frontend.query-sharding-total-shards=4")...)
 	store := t.TempDir()
 	rulerFlags := append([]string{"-bucket.filesystem.dir=" + store, "-ruler.poll-interval=" + poll.String(),
-		"-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1m"}, heartbeats...)
+		"-ruler.min-evaluation-interval=1s", "-ruler.for-grace-period=1m", "-ruler.query-frontend.address=" + fe.URL}, heartbeats...)
 	var rulers []*isobar
 	for i := range 2 {
 		rulers = append(rulers, startIsobar(t, t.TempDir(), clusterMember(t, c.join, fmt.Sprintf("ruler-%d", i), "ruler", freeAddr(t), rulerFlags...)...))
@@ -328,6 +332,24 @@ rules:
 	require.NotEmpty(t, owned[0])
 	require.NotEmpty(t, owned[1])
 	t.Logf("ruler-0 evaluates %d groups, ruler-1 %d", len(owned[0]), len(owned[1]))
+	// Every query went through the frontend, the recording rules' sharded
+	// ones too, and their output is what the querier answers.
+	require.Positive(t, metricSum(t, fe, `isobar_query_frontend_sharded_queries_total\{endpoint="query"\}`))
+	require.Positive(t, metricSum(t, fe, `isobar_query_frontend_queries_total\{endpoint="query",status_code="200"\}`))
+	require.Zero(t, metricSum(t, fe, `isobar_query_frontend_queries_total\{endpoint="query",status_code="[^2]\d\d"\}`))
+	waitFor(t, 10*time.Second, "every group's recording rule written", func() error {
+		for i := range groups {
+			name := fmt.Sprintf("e2e:ring_up:g%02d", i)
+			res, err := apiClient{base: c.querier.URL}.queryE(name, time.Now().UnixMilli())
+			if err != nil {
+				return err
+			}
+			if len(res.Series) != 1 || res.Series[0].Points[0].F != groups {
+				return fmt.Errorf("%s is %+v, want %d", name, res.Series, groups)
+			}
+		}
+		return nil
+	})
 
 	// Either ruler lists every group, page by page.
 	var paged []string

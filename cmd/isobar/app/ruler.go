@@ -63,11 +63,11 @@ func (a *App) initRuler() (services.Service, error) {
 	a.server.HandleOperator("/ruler/ring", rc)
 	id := a.cfg.Ring.InstanceID
 	deps.Owns = func(tenantID, namespace, group string) bool {
-		return rulerOwner(rc, ring.RuleGroupToken(tenantID, namespace, group)) == id
+		return ringOwner(rc, ring.RuleGroupToken(tenantID, namespace, group)) == id
 	}
 	deps.Ownership = func() string { return rulerOwnership(rc) }
 	deps.Peers = func() ([]string, error) {
-		rs, err := rc.GetAllHealthy(rulerOwn)
+		rs, err := rc.GetAllHealthy(activeOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -112,25 +112,10 @@ func (a *App) initRuler() (services.Service, error) {
 	return a.joinThen(lc, rc, id, r), nil
 }
 
-// rulerOwn: a rule group belongs to the one ACTIVE ruler owning its token.
-var rulerOwn = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, nil)
-
-// rulerOwner is the ruler that evaluates the group at token: the first
-// healthy ACTIVE ruler from the token on, so that the groups of a ruler
-// that died move on once it misses the heartbeat timeout, not only when
-// it is forgotten (a ring lookup of one replica would name the dead one).
-func rulerOwner(r *dskitring.Ring, token uint32) string {
-	rs, err := r.GetWithOptions(token, rulerOwn, dskitring.WithReplicationFactor(r.InstancesCount()))
-	if err != nil || len(rs.Instances) == 0 {
-		return ""
-	}
-	return rs.Instances[0].Id
-}
-
 // rulerOwnership names the healthy ACTIVE rulers: when it changes, groups
 // may have changed hands.
 func rulerOwnership(r *dskitring.Ring) string {
-	rs, err := r.GetAllHealthy(rulerOwn)
+	rs, err := r.GetAllHealthy(activeOnly)
 	if err != nil {
 		return "none: " + err.Error()
 	}

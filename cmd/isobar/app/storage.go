@@ -212,7 +212,7 @@ func (a *App) initCompactor() (services.Service, error) {
 		})
 		a.server.HandleOperator("/compactor/ring", r)
 		opts.OwnsTenant = func(tenantID string) (bool, error) {
-			return memberOf(r, ring.BlockToken(tenantID, ""), compactorOwn, id)
+			return ringOwner(r, ring.BlockToken(tenantID, "")) == id, nil
 		}
 	}
 	c, err := compactor.New(a.cfg.Compactor, bkt, opts, a.logger, a.reg)
@@ -226,8 +226,22 @@ func (a *App) initCompactor() (services.Service, error) {
 	return a.joinThen(lc, r, id, c), nil
 }
 
-// compactorOwn: a tenant belongs to the one ACTIVE compactor owning its token.
-var compactorOwn = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, nil)
+// activeOnly is the ring operation of owning work alone (a compactor's
+// tenant, a ruler's group): only ACTIVE instances take it.
+var activeOnly = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, nil)
+
+// ringOwner is the instance that owns the work at token alone: the first
+// healthy ACTIVE instance from the token on, so that the work of one that
+// died moves on once it misses the heartbeat timeout, not only when it is
+// forgotten (a ring lookup of one replica would name the dead one, and the
+// work would wait for it). "" when no instance is healthy.
+func ringOwner(r *dskitring.Ring, token uint32) string {
+	rs, err := r.GetWithOptions(token, activeOnly, dskitring.WithReplicationFactor(r.InstancesCount()))
+	if err != nil || len(rs.Instances) == 0 {
+		return ""
+	}
+	return rs.Instances[0].Id
+}
 
 // blocksQueryable is what the querier reads the bucket through.
 func (a *App) blocksQueryable() (*queryable.Blocks, error) {

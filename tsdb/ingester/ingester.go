@@ -45,6 +45,7 @@ type Config struct {
 	OpenConcurrency      int            `yaml:"open_concurrency"`
 	ShipInterval         time.Duration  `yaml:"ship_interval"`
 	MaxTenants           int            `yaml:"max_tenants"`
+	MaxSeries            int64          `yaml:"max_series"`
 }
 
 // RegisterFlags registers the ingester flags.
@@ -59,6 +60,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.IsolationEnabled, "ingester.isolation-enabled", false, "Hide the samples of a push from queries until all of it is appended. Costs CPU on every append and memory for every series.")
 	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
 	f.DurationVar(&c.ShipInterval, "ingester.ship-interval", time.Minute, "How often new blocks are looked for and shipped to the bucket. 0 ships none.")
+	f.Int64Var(&c.MaxSeries, "ingester.instance-limits.max-series", 0, "Series this ingester holds in memory over all its tenants (each costs memory: size it to the RAM, about 4-8 KiB a series); a sample that would create one more is refused as retryable (503), the rest of the push is stored. 0 means no limit.")
 	f.IntVar(&c.MaxTenants, "ingester.instance-limits.max-tenants", 10_000, "Tenants whose TSDB this ingester holds open at once (each costs memory); a write that would open one more is answered 503. 0 means no limit.")
 }
 
@@ -90,6 +92,9 @@ type Ingester struct {
 
 	mu      sync.Mutex
 	tenants map[string]*tenantDB
+	// series counts the series of every tenant's head, against
+	// -ingester.instance-limits.max-series.
+	series instanceSeries
 
 	metrics  *metrics
 	scratch  sync.Pool
@@ -158,6 +163,7 @@ func New(cfg Config, overrides *limits.Overrides, deps Deps, logger *slog.Logger
 		bkt:        deps.Bucket,
 		instanceID: deps.InstanceID,
 	}
+	i.series.max = cfg.MaxSeries
 	i.metrics = newMetrics(reg, i)
 	if i.bkt != nil {
 		i.shipMetrics = shipper.NewMetrics(reg)
@@ -399,7 +405,7 @@ func (i *Ingester) open(t *tenantDB) error {
 	t.meta = newMetadataStore()
 	t.reg = prometheus.NewRegistry()
 	t.lastPush.Store(i.now().UnixNano())
-	tracker := newSeriesTracker(t.id, func() *limits.Limits { return i.overrides.For(t.id) }, t.refs, i.metrics.activeSeries.WithLabelValues(t.id))
+	tracker := newSeriesTracker(t.id, func() *limits.Limits { return i.overrides.For(t.id) }, &i.series, t.refs, i.metrics.activeSeries.WithLabelValues(t.id))
 
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = i.cfg.BlockRange.Milliseconds()

@@ -420,3 +420,30 @@ func TestMaxTenantsPerIngester(t *testing.T) {
 	require.Empty(t, readAll(t, ing, "c"))
 	require.NoError(t, push("a"), "an open tenant writes on")
 }
+
+// TestMaxSeriesPerIngester: series over the ingester's limit, whatever
+// their tenant, are refused as retryable while the rest of the push is
+// stored; known series keep writing, and a retry of the same push stores
+// nothing twice.
+func TestMaxSeriesPerIngester(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	cfg.MaxSeries = 3
+	ing := startIngester(t, cfg, l, nil)
+	defer stop(t, ing)
+	push := func(id string, ts int64, names ...string) error {
+		req := &prompb.WriteRequest{}
+		for _, n := range names {
+			req.Timeseries = append(req.Timeseries, floatSeries(ts, 1, "__name__", n))
+		}
+		return ing.Push(tenant.With(context.Background(), id), request(t, req))
+	}
+	require.NoError(t, push("a", t0, "up", "load"))
+	err := push("b", t0, "up", "load")
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(err))
+	require.ErrorContains(t, err, "1 samples were not stored for now (the others were)")
+	require.ErrorContains(t, err, "-ingester.instance-limits.max-series")
+	require.Len(t, readAll(t, ing, "b"), 1, "the series within the limit is stored")
+	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(push("b", t0, "up", "load")), "the retry")
+	require.Len(t, readAll(t, ing, "b"), 1)
+	require.NoError(t, push("a", t0+15_000, "up", "load"), "known series write on")
+}

@@ -205,6 +205,10 @@ type pushFailures struct {
 	badData  int
 	first    string
 	internal error
+	// unavailable: samples refused for now (an instance limit), first
+	// error and count; the sender retries them.
+	unavailable     error
+	unavailableSeen int
 }
 
 // addInvalid records a series rejected for its labels.
@@ -231,6 +235,13 @@ func (f *pushFailures) add(err error, lset labels.Labels, ts int64) {
 		f.byReason = map[string]int{}
 	}
 	f.byReason[reason]++
+	if cause == rpc.CauseUnavailable {
+		f.unavailableSeen++
+		if f.unavailable == nil {
+			f.unavailable = err
+		}
+		return
+	}
 	f.badData++
 	if f.first == "" {
 		var b strings.Builder
@@ -246,6 +257,8 @@ func (f *pushFailures) err() error {
 	switch {
 	case f.internal != nil:
 		return f.internal
+	case f.unavailable != nil: // retried: what was stored is stored again, harmlessly
+		return rpc.Errorf(rpc.CauseUnavailable, "%d samples were not stored for now (the others were): %v", f.unavailableSeen, f.unavailable)
 	case f.badData > 0:
 		return rpc.Errorf(rpc.CauseBadData, "%d samples were rejected (the others were stored); the first: %s", f.badData, f.first)
 	}
@@ -256,6 +269,8 @@ func (f *pushFailures) err() error {
 func classify(err error) (reason, msg string, cause rpc.Cause) {
 	var rerr *rpc.Error
 	switch {
+	case errors.As(err, &rerr) && rerr.Cause == rpc.CauseUnavailable:
+		return "instance_series_limit", rerr.Msg, rerr.Cause
 	case errors.As(err, &rerr):
 		return "series_limit", rerr.Msg, rerr.Cause
 	case errors.Is(err, storage.ErrOutOfOrderSample):

@@ -161,16 +161,16 @@ func (r *Ruler) setGroups(w http.ResponseWriter, req *http.Request) {
 		httpError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
-	existing, err := r.deps.Store.Groups(req.Context(), id)
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, "internal", fmt.Errorf("read rule groups: %w", err))
-		return
-	}
 	if max := r.deps.Limits.For(id).RulerMaxRuleGroupsPerTenant; max > 0 {
+		existing, err := r.deps.Store.GroupNames(req.Context(), id)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", fmt.Errorf("list rule groups: %w", err))
+			return
+		}
 		n := 0
-		for other, gs := range existing {
-			for _, g := range gs {
-				if other != ns || !slices.ContainsFunc(groups, func(p rulefmt.RuleGroup) bool { return p.Name == g.Name }) {
+		for other, names := range existing {
+			for _, name := range names {
+				if other != ns || !slices.ContainsFunc(groups, func(p rulefmt.RuleGroup) bool { return p.Name == name }) {
 					n++
 				}
 			}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"go.yaml.in/yaml/v3"
 
@@ -33,6 +35,9 @@ type Store interface {
 	// Groups returns the tenant's groups by namespace, each namespace's
 	// groups in name order.
 	Groups(ctx context.Context, tenant string) (map[string][]rulefmt.RuleGroup, error)
+	// GroupNames returns the names of the tenant's groups by namespace,
+	// without reading the groups.
+	GroupNames(ctx context.Context, tenant string) (map[string][]string, error)
 	// SetGroup stores a group in a namespace, replacing the group of its
 	// name there.
 	SetGroup(ctx context.Context, tenant, namespace string, g rulefmt.RuleGroup) error
@@ -73,22 +78,69 @@ func (s *BucketStore) Tenants(ctx context.Context) ([]string, error) {
 	return bucketindex.Tenants(ctx, s.bkt)
 }
 
-func (s *BucketStore) Groups(ctx context.Context, tenant string) (map[string][]rulefmt.RuleGroup, error) {
-	out := map[string][]rulefmt.RuleGroup{}
+// groupObjects lists the group objects of a tenant: namespace, group name
+// and object name of each.
+func (s *BucketStore) groupObjects(ctx context.Context, tenant string) ([][3]string, error) {
+	var out [][3]string
 	err := s.bkt.Iter(ctx, rulesDir(tenant), true, func(name string) error {
 		ns, file, ok := strings.Cut(strings.TrimPrefix(name, rulesDir(tenant)), "/")
 		if !ok || !strings.HasSuffix(file, ".yaml") || checkNamespace(ns) != nil {
 			return nil // not ours
 		}
-		g, err := s.readGroup(ctx, name)
+		group, err := base64.RawURLEncoding.DecodeString(strings.TrimSuffix(file, ".yaml"))
 		if err != nil {
-			return fmt.Errorf("read rule group %s: %w", name, err)
+			return nil // not ours
 		}
-		out[ns] = append(out[ns], g)
+		out = append(out, [3]string{ns, string(group), name})
 		return nil
 	})
 	if err != nil && !bucket.IsNotFound(err) {
 		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BucketStore) GroupNames(ctx context.Context, tenant string) (map[string][]string, error) {
+	objects, err := s.groupObjects(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, o := range objects {
+		out[o[0]] = append(out[o[0]], o[1])
+	}
+	return out, nil
+}
+
+// readConcurrency is how many group objects Groups reads at once: a
+// tenant's thousand groups are then a few round trips to S3, not a
+// thousand in a row.
+const readConcurrency = 16
+
+func (s *BucketStore) Groups(ctx context.Context, tenant string) (map[string][]rulefmt.RuleGroup, error) {
+	objects, err := s.groupObjects(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]rulefmt.RuleGroup, len(objects))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readConcurrency)
+	for i, o := range objects {
+		g.Go(func() error {
+			rg, err := s.readGroup(gctx, o[2])
+			if err != nil {
+				return fmt.Errorf("read rule group %s: %w", o[2], err)
+			}
+			groups[i] = rg
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := map[string][]rulefmt.RuleGroup{}
+	for i, o := range objects {
+		out[o[0]] = append(out[o[0]], groups[i])
 	}
 	for ns := range out {
 		slices.SortFunc(out[ns], func(a, b rulefmt.RuleGroup) int { return strings.Compare(a.Name, b.Name) })
@@ -203,6 +255,20 @@ func (s *DirStore) Groups(_ context.Context, tenant string) (map[string][]rulefm
 		groups := rgs.Groups
 		slices.SortFunc(groups, func(a, b rulefmt.RuleGroup) int { return strings.Compare(a.Name, b.Name) })
 		out[ns] = groups
+	}
+	return out, nil
+}
+
+func (s *DirStore) GroupNames(ctx context.Context, tenant string) (map[string][]string, error) {
+	groups, err := s.Groups(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for ns, gs := range groups {
+		for _, g := range gs {
+			out[ns] = append(out[ns], g.Name)
+		}
 	}
 	return out, nil
 }

@@ -39,6 +39,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.S3.AccessKeyID, "bucket.s3.access-key-id", "", "S3 access key ID. Without it, the keys come from the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or the shared credentials file (~/.aws/credentials); with none, requests are anonymous.")
 	f.Var(&c.S3.SecretAccessKey, "bucket.s3.secret-access-key", "S3 secret access key. Prefer the environment or the YAML file to the command line, where other users can see it.")
 	f.BoolVar(&c.S3.Insecure, "bucket.s3.insecure", false, "Use plain HTTP instead of HTTPS to reach S3.")
+	f.StringVar(&c.S3.CAFile, "bucket.s3.ca-file", "", "PEM file of certificate authorities to trust for the S3 endpoint's certificate, besides the system's (a private cloud's own CA).")
 	f.BoolVar(&c.S3.PathStyle, "bucket.s3.path-style", true, "Use path-style addressing (host/bucket/key), as MinIO and Ceph RGW on an IP address need. If false, the client uses virtual-host style where the endpoint supports it.")
 	f.IntVar(&c.Retry.MaxRetries, "bucket.max-retries", 3, "Retries of a bucket operation failing with a transient error (network, 5xx, throttling). 0 disables retries.")
 	f.DurationVar(&c.Retry.MinBackoff, "bucket.retry-min-backoff", 100*time.Millisecond, "Delay before the first retry of a bucket operation; it doubles at each retry.")

@@ -3,6 +3,8 @@ package bucket
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -39,12 +41,15 @@ type S3Config struct {
 	// MinIO, Ceph RGW and versitygw on an IP address need. Without it the
 	// client picks virtual-host style where the endpoint supports it.
 	PathStyle bool `yaml:"path_style"`
+	// CAFile is a PEM file of certificate authorities trusted for the
+	// endpoint's certificate besides the system's: a private cloud's own.
+	CAFile string `yaml:"ca_file"`
 }
 
 // String implements fmt.Stringer without the secret key.
 func (c S3Config) String() string {
-	return fmt.Sprintf("{Endpoint:%s BucketName:%s Region:%s AccessKeyID:%s SecretAccessKey:%s Insecure:%t PathStyle:%t}",
-		c.Endpoint, c.BucketName, c.Region, c.AccessKeyID, redact(c.SecretAccessKey), c.Insecure, c.PathStyle)
+	return fmt.Sprintf("{Endpoint:%s BucketName:%s Region:%s AccessKeyID:%s SecretAccessKey:%s Insecure:%t PathStyle:%t CAFile:%s}",
+		c.Endpoint, c.BucketName, c.Region, c.AccessKeyID, redact(c.SecretAccessKey), c.Insecure, c.PathStyle, c.CAFile)
 }
 
 // LogValue implements slog.LogValuer without the secret key.
@@ -57,6 +62,7 @@ func (c S3Config) LogValue() slog.Value {
 		slog.String("secret_access_key", redact(c.SecretAccessKey)),
 		slog.Bool("insecure", c.Insecure),
 		slog.Bool("path_style", c.PathStyle),
+		slog.String("ca_file", c.CAFile),
 	)
 }
 
@@ -80,10 +86,29 @@ func (c S3Config) Validate() error {
 	if err := s3utils.CheckValidBucketName(c.BucketName); err != nil {
 		return fmt.Errorf("invalid -bucket.s3.bucket-name %q: %w", c.BucketName, err)
 	}
+	if c.CAFile != "" && c.Insecure {
+		return errors.New("-bucket.s3.ca-file is for HTTPS: drop it or -bucket.s3.insecure")
+	}
 	if (c.AccessKeyID == "") != (c.SecretAccessKey.String() == "") {
 		return errors.New("set both -bucket.s3.access-key-id and -bucket.s3.secret-access-key, or neither for anonymous access")
 	}
 	return nil
+}
+
+// caPool is the system's certificate authorities and those of file.
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("-bucket.s3.ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-bucket.s3.ca-file %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // S3 stores objects in an S3 bucket through minio-go. It works with AWS
@@ -109,6 +134,16 @@ func NewS3(cfg S3Config, logger *slog.Logger) (*S3, error) {
 	transport, err := minio.DefaultTransport(!cfg.Insecure)
 	if err != nil {
 		return nil, fmt.Errorf("create S3 transport: %w", err)
+	}
+	if cfg.CAFile != "" {
+		pool, err := caPool(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		if transport.TLSClientConfig == nil {
+			transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		transport.TLSClientConfig.RootCAs = pool
 	}
 	lookup := minio.BucketLookupAuto
 	if cfg.PathStyle {

@@ -304,12 +304,16 @@ type tenantRules struct {
 	loader   *memoryLoader
 	query    rules.QueryFunc
 	done     chan struct{}
+	cancel   context.CancelFunc
 }
 
 func (r *Ruler) newTenant(id string) (*tenantRules, error) {
-	ctx := tenant.With(context.Background(), id)
+	// Stopping cancels the evaluations in flight: a query waiting on a
+	// query-frontend that went away would hold the stop for its timeout.
+	ctx, cancel := context.WithCancel(tenant.With(context.Background(), id))
 	n, err := newNotifier(id, r.cfg, r.logger)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	loader := &memoryLoader{parser: r.deps.Parser, groups: map[string]*rulefmt.RuleGroups{}}
@@ -337,7 +341,7 @@ func (r *Ruler) newTenant(id string) (*tenantRules, error) {
 		RestoreNewRuleGroups: true,
 		Parser:               r.deps.Parser,
 	})
-	t := &tenantRules{id: id, r: r, manager: m, notifier: n, loader: loader, query: query, done: make(chan struct{})}
+	t := &tenantRules{id: id, r: r, manager: m, notifier: n, loader: loader, query: query, done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(t.done)
 		m.Run()
@@ -383,6 +387,7 @@ func (t *tenantRules) update(groups map[string][]rulefmt.RuleGroup) error {
 }
 
 func (t *tenantRules) stop() {
+	t.cancel()
 	t.manager.Stop()
 	<-t.done
 	t.notifier.stop()

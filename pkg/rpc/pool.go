@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
@@ -30,6 +31,9 @@ type ClientConfig struct {
 	Compression    string `yaml:"grpc_compression"`
 	MaxRecvMsgSize int    `yaml:"grpc_max_recv_msg_size"`
 	MaxSendMsgSize int    `yaml:"grpc_max_send_msg_size"`
+	// Credentials secure the connections (TLSConfig.ClientCredentials);
+	// nil: plain text. Set by the process, not by a flag of its own.
+	Credentials credentials.TransportCredentials `yaml:"-"`
 }
 
 // RegisterFlagsWithPrefix registers the flags under prefix ("ingester.client").
@@ -61,8 +65,12 @@ func (c ClientConfig) DialOptions() []grpc.DialOption {
 	if c.Compression != "" {
 		call = append(call, grpc.UseCompressor(c.Compression))
 	}
+	creds := c.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithUnaryInterceptor(ClientTenantInterceptor),
 		grpc.WithStreamInterceptor(ClientTenantStreamInterceptor),
 		grpc.WithDefaultCallOptions(call...),

@@ -84,7 +84,16 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 	}).Set(1)
 
 	a := &App{cfg: cfg, logger: logger, reg: reg}
-	a.server = newServer(cfg.Server, cfg.MultitenancyEnabled, logger, reg)
+	serverCreds, err := cfg.InternalGRPCTLS.ServerCredentials()
+	if err != nil {
+		return nil, err
+	}
+	clientCreds, err := cfg.InternalGRPCTLS.ClientCredentials()
+	if err != nil {
+		return nil, err
+	}
+	cfg.IngesterClient.Credentials, cfg.StoreGatewayClient.Credentials = clientCreds, clientCreds
+	a.server = newServer(cfg.Server, serverCreds, cfg.MultitenancyEnabled, logger, reg)
 	targets, err := parseTargets(cfg.Target)
 	if err != nil {
 		return nil, err

@@ -48,19 +48,21 @@ type Config struct {
 	Memberlist memberlist.KVConfig `yaml:"memberlist"`
 	// IngesterClient configures gRPC from distributors and queriers to
 	// ingesters, StoreGatewayClient from queriers to store-gateways.
-	IngesterClient     rpc.ClientConfig   `yaml:"ingester_client"`
-	StoreGatewayClient rpc.ClientConfig   `yaml:"store_gateway_client"`
-	Log                log.Config         `yaml:"log"`
-	Profiling          profiling.Config   `yaml:"profiling"`
-	Distributor        distributor.Config `yaml:"distributor"`
-	Ingester           ingester.Config    `yaml:"ingester"`
-	Querier            QuerierConfig      `yaml:"querier"`
-	QueryFrontend      frontend.Config    `yaml:"query_frontend"`
-	Bucket             bucket.Config      `yaml:"bucket"`
-	StoreGateway       StoreGatewayConfig `yaml:"store_gateway"`
-	Compactor          compactor.Config   `yaml:"compactor"`
-	Ruler              ruler.Config       `yaml:"ruler"`
-	Limits             limits.Limits      `yaml:"limits"`
+	IngesterClient     rpc.ClientConfig `yaml:"ingester_client"`
+	StoreGatewayClient rpc.ClientConfig `yaml:"store_gateway_client"`
+	// InternalGRPCTLS is mutual TLS for all gRPC between components.
+	InternalGRPCTLS rpc.TLSConfig      `yaml:"internal_grpc_tls"`
+	Log             log.Config         `yaml:"log"`
+	Profiling       profiling.Config   `yaml:"profiling"`
+	Distributor     distributor.Config `yaml:"distributor"`
+	Ingester        ingester.Config    `yaml:"ingester"`
+	Querier         QuerierConfig      `yaml:"querier"`
+	QueryFrontend   frontend.Config    `yaml:"query_frontend"`
+	Bucket          bucket.Config      `yaml:"bucket"`
+	StoreGateway    StoreGatewayConfig `yaml:"store_gateway"`
+	Compactor       compactor.Config   `yaml:"compactor"`
+	Ruler           ruler.Config       `yaml:"ruler"`
+	Limits          limits.Limits      `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
@@ -119,6 +121,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.Server.GRPCMaxSendMsgSize, "server.grpc-max-send-msg-size-bytes", rpc.DefaultMaxMsgSize, "Largest gRPC message, in bytes, the gRPC server sends (one frame of a read).")
 	c.IngesterClient.RegisterFlagsWithPrefix(f, "ingester.client", "ingester")
 	c.StoreGatewayClient.RegisterFlagsWithPrefix(f, "store-gateway.client", "store-gateway")
+	c.InternalGRPCTLS.RegisterFlags(f)
 	c.Memberlist.RegisterFlags(f)
 	c.Log.RegisterFlags(f)
 	c.Profiling.RegisterFlags(f)
@@ -175,7 +178,7 @@ func (c *Config) Validate() error {
 	if c.StoreGateway.ReplicationFactor <= 0 {
 		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
 	}
-	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
+	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.InternalGRPCTLS.Validate(), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
 		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.QueryFrontend.Validate(), c.Ruler.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
 		c.Compactor.Validate(), c.Limits.Validate())
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
@@ -56,7 +57,9 @@ type Server struct {
 	crossOrigin *http.CrossOriginProtection
 }
 
-func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *prometheus.Registry) *Server {
+// newServer returns the process's servers; creds, if not nil, secure its
+// gRPC server (mutual TLS).
+func newServer(cfg ServerConfig, creds credentials.TransportCredentials, multitenancy bool, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	s := &Server{
 		cfg:         cfg,
 		crossOrigin: http.NewCrossOriginProtection(),
@@ -95,8 +98,12 @@ func newServer(cfg ServerConfig, multitenancy bool, logger *slog.Logger, reg *pr
 		WriteTimeout:      cfg.HTTPWriteTimeout,
 		IdleTimeout:       cfg.HTTPIdleTimeout,
 	}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvMsgSize), grpc.MaxSendMsgSize(cfg.GRPCMaxSendMsgSize),
-		grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor), grpc.ChainStreamInterceptor(rpc.ServerTenantStreamInterceptor))
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvMsgSize), grpc.MaxSendMsgSize(cfg.GRPCMaxSendMsgSize),
+		grpc.ChainUnaryInterceptor(rpc.ServerTenantInterceptor), grpc.ChainStreamInterceptor(rpc.ServerTenantStreamInterceptor)}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	grpc_health_v1.RegisterHealthServer(s.grpc, health.NewServer()) // distributors' client pools check it
 	s.Service = services.NewBasicService(s.starting, s.running, s.stopping)
 	return s

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/kv"
+	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"

@@ -87,3 +87,11 @@ func (ca *CA) write(t testing.TB, file, kind string, der []byte) string {
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600))
 	return path
 }
+
+// Pool is a certificate pool of the CA alone.
+func (ca *CA) Pool(t testing.TB) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return pool
+}

@@ -1,0 +1,98 @@
+package rpc
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// TLSConfig is mutual TLS for the gRPC traffic between components: each
+// process presents one certificate, as a server and as a client, and
+// trusts the certificate authority that signs every component's. A server
+// with it refuses clients without such a certificate.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+	// ServerName is the name clients check in servers' certificates; empty:
+	// the host they dial (the address in the ring).
+	ServerName string `yaml:"server_name"`
+}
+
+// RegisterFlags registers the flags under internal-grpc.tls-*.
+func (c *TLSConfig) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.CertFile, "internal-grpc.tls-cert-file", "", "PEM certificate this process presents on gRPC between components, as server and as client (mutual TLS). With -internal-grpc.tls-key-file and -internal-grpc.tls-ca-file; all three or none.")
+	f.StringVar(&c.KeyFile, "internal-grpc.tls-key-file", "", "PEM private key of -internal-grpc.tls-cert-file.")
+	f.StringVar(&c.CAFile, "internal-grpc.tls-ca-file", "", "PEM certificate authority that signs every component's certificate: servers refuse clients without one, clients servers.")
+	f.StringVar(&c.ServerName, "internal-grpc.tls-server-name", "", "Name clients check in servers' certificates; empty: the address they dial, which must then be in the certificate.")
+}
+
+// Enabled reports whether gRPC between components uses TLS.
+func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" || c.CAFile != "" }
+
+// Validate checks that the files are all given and load.
+func (c TLSConfig) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
+		return errors.New("-internal-grpc.tls-cert-file, -internal-grpc.tls-key-file and -internal-grpc.tls-ca-file go together: set all three or none")
+	}
+	_, err := c.load()
+	return err
+}
+
+type tlsFiles struct {
+	cert tls.Certificate
+	cas  *x509.CertPool
+}
+
+func (c TLSConfig) load() (*tlsFiles, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-internal-grpc.tls-cert-file and -internal-grpc.tls-key-file: %w", err)
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("-internal-grpc.tls-ca-file: %w", err)
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-internal-grpc.tls-ca-file %s: no PEM certificate in it", c.CAFile)
+	}
+	return &tlsFiles{cert: cert, cas: cas}, nil
+}
+
+// ServerCredentials are a gRPC server's: its certificate, and clients'
+// certificates required and checked against the CA. nil when TLS is off.
+func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error) {
+	return c.credentials(func(f *tlsFiles) *tls.Config {
+		return &tls.Config{Certificates: []tls.Certificate{f.cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: f.cas}
+	})
+}
+
+// ClientCredentials are a gRPC client's: its certificate, and servers'
+// checked against the CA. nil when TLS is off.
+func (c TLSConfig) ClientCredentials() (credentials.TransportCredentials, error) {
+	return c.credentials(func(f *tlsFiles) *tls.Config {
+		return &tls.Config{Certificates: []tls.Certificate{f.cert}, RootCAs: f.cas, ServerName: c.ServerName}
+	})
+}
+
+func (c TLSConfig) credentials(side func(*tlsFiles) *tls.Config) (credentials.TransportCredentials, error) {
+	if !c.Enabled() {
+		return nil, nil
+	}
+	f, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	cfg := side(f)
+	cfg.MinVersion = tls.VersionTLS12
+	return credentials.NewTLS(cfg), nil
+}

@@ -1,0 +1,81 @@
+package rpc
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/isobar-tsdb/isobar/pkg/testutil/tlstest"
+)
+
+func TestTLSConfigValidate(t *testing.T) {
+	ca := tlstest.NewCA(t)
+	cert, key := ca.Issue(t, "member", "127.0.0.1")
+	for _, c := range []struct {
+		cfg TLSConfig
+		err string
+	}{
+		{cfg: TLSConfig{}},
+		{cfg: TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}},
+		{cfg: TLSConfig{CertFile: cert, KeyFile: key}, err: "set all three or none"},
+		{cfg: TLSConfig{CertFile: cert, KeyFile: ca.CertFile, CAFile: ca.CertFile}, err: "-internal-grpc.tls-key-file"},
+		{cfg: TLSConfig{CertFile: cert, KeyFile: key, CAFile: key}, err: "no PEM certificate"},
+		{cfg: TLSConfig{CertFile: cert, KeyFile: key, CAFile: "/nonexistent"}, err: "-internal-grpc.tls-ca-file"},
+	} {
+		err := c.cfg.Validate()
+		if c.err == "" {
+			require.NoError(t, err)
+			continue
+		}
+		require.ErrorContains(t, err, c.err)
+	}
+}
+
+// A server with the credentials of a TLSConfig answers clients with a
+// certificate of its CA, and refuses those without one or with another
+// CA's.
+func TestMutualTLS(t *testing.T) {
+	ca := tlstest.NewCA(t)
+	cert, key := ca.Issue(t, "member", "127.0.0.1")
+	cfg := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
+	serverCreds, err := cfg.ServerCredentials()
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.Creds(serverCreds))
+	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+
+	check := func(creds credentials.TransportCredentials) error {
+		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds))
+		require.NoError(t, err)
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = grpc_health_v1.NewHealthClient(cc).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+		return err
+	}
+	clientCreds, err := cfg.ClientCredentials()
+	require.NoError(t, err)
+	require.NoError(t, check(clientCreds))
+
+	require.Error(t, check(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(t)})), "no client certificate")
+	other := tlstest.NewCA(t)
+	otherCert, otherKey := other.Issue(t, "stranger", "127.0.0.1")
+	strangerCreds, err := TLSConfig{CertFile: otherCert, KeyFile: otherKey, CAFile: ca.CertFile}.ClientCredentials()
+	require.NoError(t, err)
+	require.Error(t, check(strangerCreds), "a certificate of another CA")
+
+	wrongName, err := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile, ServerName: "elsewhere"}.ClientCredentials()
+	require.NoError(t, err)
+	require.Error(t, check(wrongName), "the server's certificate does not name it")
+}

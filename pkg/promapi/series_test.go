@@ -34,7 +34,14 @@ func TestSeriesRoundTrip(t *testing.T) {
 		{Metric: labels.FromStrings("a", "2"), Histograms: []promql.HPoint{{T: 5, H: h}}},
 	}, got)
 
-	_, err = MarshalSeries(promql.Scalar{T: 1, V: 1})
+	// A scalar is a series without labels, as a rule evaluates it.
+	b, err = MarshalSeries(promql.Scalar{T: 1, V: 3})
+	require.NoError(t, err)
+	got, err = UnmarshalSeries(b)
+	require.NoError(t, err)
+	require.Equal(t, promql.Matrix{{Metric: labels.EmptyLabels(), Floats: []promql.FPoint{{T: 1, F: 3}}}}, got)
+
+	_, err = MarshalSeries(promql.String{T: 1, V: "x"})
 	require.ErrorContains(t, err, "has no series")
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
@@ -285,6 +286,7 @@ func TestFrontendAnswersRulersInSeries(t *testing.T) {
 		require.Equal(t, promapi.SeriesProtobuf, rec.Header().Get("Content-Type"))
 		m, err := promapi.UnmarshalSeries(rec.Body.Bytes())
 		require.NoError(t, err)
+		slices.SortFunc(m, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) }) // an instant vector has no order
 		return m, rec.Header()
 	}
 	for _, c := range []struct {

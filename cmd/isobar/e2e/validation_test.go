@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,20 +20,47 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// badInputFlags are the limits the bad-input table runs with: small enough
+// to reach with small requests.
+var badInputFlags = []string{"-distributor.max-recv-msg-size=100000", "-validation.max-label-names-per-series=10"}
+
+// rateLimitedFlags are those of the target of the rate-limit cases.
+var rateLimitedFlags = []string{"-distributor.ingestion-rate-limit=10", "-distributor.ingestion-burst-size=10"}
+
+// badInputTarget is where the cases of the table write and where what they
+// stored is read: one single binary, or a cluster's distributor and
+// querier.
+type badInputTarget struct {
+	write, read *isobar
+}
+
 // TestBadInputIsRejectedAndNothingValidIsLost sends one bad request after
 // another and requires the documented status and message for each, that the
 // valid series of a partly invalid request are stored, that nothing invalid
 // is, and that the process keeps serving.
 func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
-	iso := startIsobar(t, t.TempDir(),
-		"-distributor.max-recv-msg-size=100000",
-		"-validation.max-label-names-per-series=10",
-	)
-	limited := startIsobar(t, t.TempDir(),
-		"-distributor.ingestion-rate-limit=10",
-		"-distributor.ingestion-burst-size=10",
-	)
+	iso := startIsobar(t, t.TempDir(), badInputFlags...)
+	limited := startIsobar(t, t.TempDir(), rateLimitedFlags...)
+	badInputTable(t, badInputTarget{iso, iso}, badInputTarget{limited, limited})
+	require.Empty(t, logLines(iso.currentLog(), "level=ERROR"), "isobar logged errors")
+	require.Empty(t, logLines(limited.currentLog(), "level=ERROR"), "isobar logged errors")
+}
 
+// TestClusterRejectsBadInputAsTheSingleBinary runs the same table against
+// a cluster: 3 ingesters, a distributor and a querier with the same
+// limits, and a second distributor with the rate limit. Every case gives
+// the single binary's status and message, and stores what it stores.
+func TestClusterRejectsBadInputAsTheSingleBinary(t *testing.T) {
+	c := startCluster(t, badInputFlags...)
+	limited := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "distributor-limited", "distributor", freeAddr(t), append(slices.Clone(badInputFlags), rateLimitedFlags...)...)...)
+	waitActive(t, limited, 3)
+	badInputTable(t, badInputTarget{c.distributor, c.querier}, badInputTarget{limited, c.querier})
+	for _, p := range append(slices.Clone(c.ingesters), c.distributor, c.querier, limited) {
+		require.True(t, p.running(), "isobar pid %d exited", p.PID())
+	}
+}
+
+func badInputTable(t *testing.T, main, limited badInputTarget) {
 	ts := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
 	valid := func(name string, v float64) prompb.TimeSeries {
 		return series([]string{"__name__", name, "job", "e2e"}, sample(ts, v))
@@ -68,7 +96,7 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 	}
 	cases := []struct {
 		name       string
-		target     *isobar
+		target     *badInputTarget
 		setup      []prompb.TimeSeries // pushed first, must get 204
 		method     string              // default POST
 		path       string              // default /api/v1/push
@@ -232,7 +260,7 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 			name: "GET", method: http.MethodGet, wantStatus: 405,
 		},
 		{
-			name: "over the rate limit", target: limited,
+			name: "over the rate limit", target: &limited,
 			body: body(func() []prompb.TimeSeries {
 				var ss []prompb.TimeSeries
 				for i := range 11 {
@@ -243,7 +271,7 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 			wantStatus: 429, wantMsg: []string{"ingestion rate limit of 10 samples/s with burst 10 exceeded by a request of 11 samples", "-distributor.ingestion-rate-limit"},
 		},
 		{
-			name: "within the rate limit", target: limited, body: body(valid("e2e_ok_rate", 19)),
+			name: "within the rate limit", target: &limited, body: body(valid("e2e_ok_rate", 19)),
 			wantStatus: 204, stored: []stored{{"e2e_ok_rate", 19}},
 		},
 	}
@@ -251,10 +279,10 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			target := c.target
 			if target == nil {
-				target = iso
+				target = &main
 			}
 			if len(c.setup) > 0 {
-				mustPush(t, target.URL, "", &prompb.WriteRequest{Timeseries: c.setup})
+				mustPush(t, target.write.URL, "", &prompb.WriteRequest{Timeseries: c.setup})
 			}
 			method, path := c.method, c.path
 			if method == "" {
@@ -270,7 +298,7 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 					rd = io.MultiReader(rd) // hides the length: sent chunked
 				}
 			}
-			req, err := http.NewRequest(method, target.URL+path, rd)
+			req, err := http.NewRequest(method, target.write.URL+path, rd)
 			require.NoError(t, err)
 			req.Header = rwHeaders("")
 			if c.header != nil {
@@ -288,7 +316,7 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 			if c.wantStatus == http.StatusMethodNotAllowed {
 				require.Contains(t, resp.Header.Get("Allow"), http.MethodPost)
 			}
-			ac := apiClient{base: target.URL}
+			ac := apiClient{base: target.read.URL}
 			for _, s := range c.stored {
 				r := ac.query(t, s.name, ts)
 				require.Len(t, r.Series, 1, "%s must be stored", s.name)
@@ -297,10 +325,10 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 		})
 	}
 
-	// Nothing invalid was stored, on either instance; the process still runs
-	// and takes valid writes.
-	for _, inst := range []*isobar{iso, limited} {
-		ac := apiClient{base: inst.URL}
+	// Nothing invalid was stored, through either target; the processes
+	// still run and take valid writes.
+	for _, target := range []badInputTarget{main, limited} {
+		ac := apiClient{base: target.read.URL}
 		for _, q := range []string{`{__name__=~"e2e_bad.*"}`, `{job=~"e2e_bad.*"}`} {
 			r := ac.query(t, q+"[1h]", time.Now().UnixMilli())
 			require.Empty(t, r.Series, "%s: invalid data was stored", q)
@@ -309,15 +337,15 @@ func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 		for _, n := range names {
 			require.False(t, strings.HasPrefix(n, "e2e_bad"), "metric name %s of invalid data is known", n)
 		}
-		require.True(t, inst.running(), "isobar pid %d exited", inst.PID())
-		code, body, err := httpGet(inst.URL+"/ready", nil)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, code, "/ready: %s", body)
-		mustPush(t, inst.URL, "", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{valid("e2e_ok_final", 20)}})
+		for _, p := range []*isobar{target.write, target.read} {
+			require.True(t, p.running(), "isobar pid %d exited", p.PID())
+			code, body, err := httpGet(p.URL+"/ready", nil)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, code, "/ready: %s", body)
+		}
+		mustPush(t, target.write.URL, "", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{valid("e2e_ok_final", 20)}})
 		r := ac.query(t, "e2e_ok_final", ts)
 		require.Len(t, r.Series, 1)
 		require.Equal(t, 20.0, r.Series[0].Points[0].F)
 	}
-	require.Empty(t, logLines(iso.currentLog(), "level=ERROR"), "isobar logged errors")
-	require.Empty(t, logLines(limited.currentLog(), "level=ERROR"), "isobar logged errors")
 }

@@ -32,6 +32,35 @@ var rateLimitedFlags = []string{"-distributor.ingestion-rate-limit=10", "-distri
 // querier.
 type badInputTarget struct {
 	write, read *isobar
+	// replicas, in a cluster, are the ingesters every series goes to.
+	replicas []*isobar
+}
+
+// push writes req and returns once every replica holds it. A cluster
+// answers once a quorum of replicas stored a write; a conflicting write
+// sent before the last replica stored the first can reach that replica
+// first and stay there (quorum replication has no order between two
+// writes): the table's cases build on writes that are everywhere.
+func (b badInputTarget) push(t *testing.T, req *prompb.WriteRequest) {
+	t.Helper()
+	const ingested = `isobar_ingester_ingested_samples_total(\{.*\})?`
+	before := make([]float64, len(b.replicas))
+	for i, r := range b.replicas {
+		before[i] = metricSum(t, r, ingested)
+	}
+	mustPush(t, b.write.URL, "", req)
+	samples := 0
+	for _, ts := range req.Timeseries {
+		samples += len(ts.Samples)
+	}
+	for i, r := range b.replicas {
+		waitFor(t, 10*time.Second, "the write on every replica", func() error {
+			if got := metricSum(t, r, ingested) - before[i]; got < float64(samples) {
+				return fmt.Errorf("%s ingested %v of %d samples", r.URL, got, samples)
+			}
+			return nil
+		})
+	}
 }
 
 // TestBadInputIsRejectedAndNothingValidIsLost sends one bad request after
@@ -41,7 +70,7 @@ type badInputTarget struct {
 func TestBadInputIsRejectedAndNothingValidIsLost(t *testing.T) {
 	iso := startIsobar(t, t.TempDir(), badInputFlags...)
 	limited := startIsobar(t, t.TempDir(), rateLimitedFlags...)
-	badInputTable(t, badInputTarget{iso, iso}, badInputTarget{limited, limited})
+	badInputTable(t, badInputTarget{write: iso, read: iso}, badInputTarget{write: limited, read: limited})
 	require.Empty(t, logLines(iso.currentLog(), "level=ERROR"), "isobar logged errors")
 	require.Empty(t, logLines(limited.currentLog(), "level=ERROR"), "isobar logged errors")
 }
@@ -54,7 +83,7 @@ func TestClusterRejectsBadInputAsTheSingleBinary(t *testing.T) {
 	c := startCluster(t, badInputFlags...)
 	limited := startIsobar(t, t.TempDir(), clusterMember(t, c.join, "distributor-limited", "distributor", freeAddr(t), append(slices.Clone(badInputFlags), rateLimitedFlags...)...)...)
 	waitActive(t, limited, 3)
-	badInputTable(t, badInputTarget{c.distributor, c.querier}, badInputTarget{limited, c.querier})
+	badInputTable(t, badInputTarget{write: c.distributor, read: c.querier, replicas: c.ingesters}, badInputTarget{write: limited, read: c.querier, replicas: c.ingesters})
 	for _, p := range append(slices.Clone(c.ingesters), c.distributor, c.querier, limited) {
 		require.True(t, p.running(), "isobar pid %d exited", p.PID())
 	}
@@ -282,7 +311,7 @@ func badInputTable(t *testing.T, main, limited badInputTarget) {
 				target = &main
 			}
 			if len(c.setup) > 0 {
-				mustPush(t, target.write.URL, "", &prompb.WriteRequest{Timeseries: c.setup})
+				target.push(t, &prompb.WriteRequest{Timeseries: c.setup})
 			}
 			method, path := c.method, c.path
 			if method == "" {

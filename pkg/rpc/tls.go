@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -14,7 +16,8 @@ import (
 // TLSConfig is mutual TLS for the gRPC traffic between components: each
 // process presents one certificate, as a server and as a client, and
 // trusts the certificate authority that signs every component's. A server
-// with it refuses clients without such a certificate.
+// with it refuses clients without such a certificate. The certificate and
+// key are read again when they change on disk; the CA at start.
 type TLSConfig struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
@@ -48,13 +51,13 @@ func (c TLSConfig) Validate() error {
 }
 
 type tlsFiles struct {
-	cert tls.Certificate
+	cert *keyPair
 	cas  *x509.CertPool
 }
 
 func (c TLSConfig) load() (*tlsFiles, error) {
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-	if err != nil {
+	cert := &keyPair{certFile: c.CertFile, keyFile: c.KeyFile}
+	if _, err := cert.get(); err != nil {
 		return nil, fmt.Errorf("-internal-grpc.tls-cert-file and -internal-grpc.tls-key-file: %w", err)
 	}
 	pem, err := os.ReadFile(c.CAFile)
@@ -68,11 +71,50 @@ func (c TLSConfig) load() (*tlsFiles, error) {
 	return &tlsFiles{cert: cert, cas: cas}, nil
 }
 
+// keyPair is a certificate and its key, read again when either file
+// changes: a certificate renewed on disk (by cert-manager, a Vault agent)
+// serves the next connections without a restart. A renewal that does not
+// load (the key written after the certificate) keeps the last good pair.
+type keyPair struct {
+	certFile, keyFile string
+
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	modified [2]time.Time
+}
+
+func (k *keyPair) get() (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var modified [2]time.Time
+	for i, f := range []string{k.certFile, k.keyFile} {
+		if st, err := os.Stat(f); err == nil {
+			modified[i] = st.ModTime()
+		}
+	}
+	if k.cert != nil && modified == k.modified {
+		return k.cert, nil
+	}
+	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
+	if err != nil {
+		if k.cert != nil {
+			return k.cert, nil
+		}
+		return nil, err
+	}
+	k.cert, k.modified = &cert, modified
+	return k.cert, nil
+}
+
 // ServerCredentials are a gRPC server's: its certificate, and clients'
 // certificates required and checked against the CA. nil when TLS is off.
 func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error) {
 	return c.credentials(func(f *tlsFiles) *tls.Config {
-		return &tls.Config{Certificates: []tls.Certificate{f.cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: f.cas}
+		return &tls.Config{
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return f.cert.get() },
+			ClientAuth:     tls.RequireAndVerifyClientCert,
+			ClientCAs:      f.cas,
+		}
 	})
 }
 
@@ -80,7 +122,11 @@ func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error)
 // checked against the CA. nil when TLS is off.
 func (c TLSConfig) ClientCredentials() (credentials.TransportCredentials, error) {
 	return c.credentials(func(f *tlsFiles) *tls.Config {
-		return &tls.Config{Certificates: []tls.Certificate{f.cert}, RootCAs: f.cas, ServerName: c.ServerName}
+		return &tls.Config{
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return f.cert.get() },
+			RootCAs:              f.cas,
+			ServerName:           c.ServerName,
+		}
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -78,4 +79,46 @@ func TestMutualTLS(t *testing.T) {
 	wrongName, err := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile, ServerName: "elsewhere"}.ClientCredentials()
 	require.NoError(t, err)
 	require.Error(t, check(wrongName), "the server's certificate does not name it")
+}
+
+// A certificate renewed on disk is what the next connection gets, without
+// a restart; a half-written renewal keeps the last good one.
+func TestRenewedCertificateServesNewConnections(t *testing.T) {
+	ca := tlstest.NewCA(t)
+	cert, key := ca.Issue(t, "member-1", "127.0.0.1")
+	cfg := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
+	serverCreds, err := cfg.ServerCredentials()
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.Creds(serverCreds))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+
+	client, err := tls.LoadX509KeyPair(cert, key)
+	require.NoError(t, err)
+	served := func() string {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{Certificates: []tls.Certificate{client}, RootCAs: ca.Pool(t), NextProtos: []string{"h2"}})
+		require.NoError(t, err)
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	require.Equal(t, "member-1", served())
+
+	renew := func(name string) {
+		newCert, newKey := ca.Issue(t, name, "127.0.0.1")
+		later := time.Now().Add(time.Minute)
+		for _, f := range [][2]string{{newCert, cert}, {newKey, key}} {
+			b, err := os.ReadFile(f[0])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(f[1], b, 0o600))
+			require.NoError(t, os.Chtimes(f[1], later, later))
+		}
+	}
+	renew("member-2")
+	require.Equal(t, "member-2", served())
+
+	require.NoError(t, os.WriteFile(key, []byte("half written"), 0o600))
+	require.NoError(t, os.Chtimes(key, time.Now().Add(2*time.Minute), time.Now().Add(2*time.Minute)))
+	require.Equal(t, "member-2", served(), "the last good pair")
 }

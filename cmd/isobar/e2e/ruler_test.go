@@ -382,13 +382,17 @@ rules:
 	takeOver := func(r *isobar, since time.Time, within time.Duration) map[string][]string {
 		t.Helper()
 		seen := map[string][]string{}
+		// The groups are read before the alerts: once every group was
+		// evaluated, the same poll sees every alert (read the other way
+		// round, a group evaluated between the two reads ends the wait
+		// with its alert never seen).
 		waitFor(t, within, r.URL+" evaluating every group", func() error {
+			gs := groupsOf(r, local)
 			for g, a := range alertsOf(r, local) {
 				if n := len(seen[g]); n == 0 || seen[g][n-1] != a.State {
 					seen[g] = append(seen[g], a.State)
 				}
 			}
-			gs := groupsOf(r, local)
 			if len(gs) != groups {
 				return fmt.Errorf("%d groups", len(gs))
 			}

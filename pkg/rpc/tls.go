@@ -106,39 +106,30 @@ func (k *keyPair) get() (*tls.Certificate, error) {
 	return k.cert, nil
 }
 
-// ServerCredentials are a gRPC server's: its certificate, and clients'
-// certificates required and checked against the CA. nil when TLS is off.
-func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error) {
-	return c.credentials(func(f *tlsFiles) *tls.Config {
-		return &tls.Config{
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return f.cert.get() },
-			ClientAuth:     tls.RequireAndVerifyClientCert,
-			ClientCAs:      f.cas,
-		}
-	})
-}
-
-// ClientCredentials are a gRPC client's: its certificate, and servers'
-// checked against the CA. nil when TLS is off.
-func (c TLSConfig) ClientCredentials() (credentials.TransportCredentials, error) {
-	return c.credentials(func(f *tlsFiles) *tls.Config {
-		return &tls.Config{
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return f.cert.get() },
-			RootCAs:              f.cas,
-			ServerName:           c.ServerName,
-		}
-	})
-}
-
-func (c TLSConfig) credentials(side func(*tlsFiles) *tls.Config) (credentials.TransportCredentials, error) {
+// Credentials are a gRPC server's and a gRPC client's, both nil when TLS
+// is off. The server presents the certificate and requires clients' and
+// checks them against the CA; the client presents the same certificate
+// and checks servers'. Both read the files once, and again when they
+// change.
+func (c TLSConfig) Credentials() (server, client credentials.TransportCredentials, err error) {
 	if !c.Enabled() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	f, err := c.load()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfg := side(f)
-	cfg.MinVersion = tls.VersionTLS12
-	return credentials.NewTLS(cfg), nil
+	server = credentials.NewTLS(&tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return f.cert.get() },
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      f.cas,
+	})
+	client = credentials.NewTLS(&tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return f.cert.get() },
+		RootCAs:              f.cas,
+		ServerName:           c.ServerName,
+	})
+	return server, client, nil
 }

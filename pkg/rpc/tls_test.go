@@ -47,17 +47,10 @@ func TestMutualTLS(t *testing.T) {
 	ca := tlstest.NewCA(t)
 	cert, key := ca.Issue(t, "member", "127.0.0.1")
 	cfg := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
-	serverCreds, err := cfg.ServerCredentials()
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.Creds(serverCreds))
-	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	addr, clientCreds := serveTLS(t, cfg)
 
 	check := func(creds credentials.TransportCredentials) error {
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		require.NoError(t, err)
 		defer cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -65,18 +58,16 @@ func TestMutualTLS(t *testing.T) {
 		_, err = grpc_health_v1.NewHealthClient(cc).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
 		return err
 	}
-	clientCreds, err := cfg.ClientCredentials()
-	require.NoError(t, err)
 	require.NoError(t, check(clientCreds))
 
 	require.Error(t, check(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(t)})), "no client certificate")
 	other := tlstest.NewCA(t)
 	otherCert, otherKey := other.Issue(t, "stranger", "127.0.0.1")
-	strangerCreds, err := TLSConfig{CertFile: otherCert, KeyFile: otherKey, CAFile: ca.CertFile}.ClientCredentials()
+	_, strangerCreds, err := TLSConfig{CertFile: otherCert, KeyFile: otherKey, CAFile: ca.CertFile}.Credentials()
 	require.NoError(t, err)
 	require.Error(t, check(strangerCreds), "a certificate of another CA")
 
-	wrongName, err := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile, ServerName: "elsewhere"}.ClientCredentials()
+	_, wrongName, err := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile, ServerName: "elsewhere"}.Credentials()
 	require.NoError(t, err)
 	require.Error(t, check(wrongName), "the server's certificate does not name it")
 }
@@ -86,19 +77,12 @@ func TestMutualTLS(t *testing.T) {
 func TestRenewedCertificateServesNewConnections(t *testing.T) {
 	ca := tlstest.NewCA(t)
 	cert, key := ca.Issue(t, "member-1", "127.0.0.1")
-	cfg := TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
-	serverCreds, err := cfg.ServerCredentials()
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.Creds(serverCreds))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	addr, _ := serveTLS(t, TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CertFile})
 
 	client, err := tls.LoadX509KeyPair(cert, key)
 	require.NoError(t, err)
 	served := func() string {
-		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{Certificates: []tls.Certificate{client}, RootCAs: ca.Pool(t), NextProtos: []string{"h2"}})
+		conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{client}, RootCAs: ca.Pool(t), NextProtos: []string{"h2"}})
 		require.NoError(t, err)
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
@@ -121,4 +105,20 @@ func TestRenewedCertificateServesNewConnections(t *testing.T) {
 	require.NoError(t, os.WriteFile(key, []byte("half written"), 0o600))
 	require.NoError(t, os.Chtimes(key, time.Now().Add(2*time.Minute), time.Now().Add(2*time.Minute)))
 	require.Equal(t, "member-2", served(), "the last good pair")
+}
+
+// serveTLS serves gRPC health checks on 127.0.0.1 with cfg's server
+// credentials until the test ends, and returns the address and cfg's
+// client credentials.
+func serveTLS(t *testing.T, cfg TLSConfig) (string, credentials.TransportCredentials) {
+	t.Helper()
+	server, client, err := cfg.Credentials()
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.Creds(server))
+	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String(), client
 }

@@ -84,11 +84,7 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 	}).Set(1)
 
 	a := &App{cfg: cfg, logger: logger, reg: reg}
-	serverCreds, err := cfg.InternalGRPCTLS.ServerCredentials()
-	if err != nil {
-		return nil, err
-	}
-	clientCreds, err := cfg.InternalGRPCTLS.ClientCredentials()
+	serverCreds, clientCreds, err := cfg.InternalGRPCTLS.Credentials()
 	if err != nil {
 		return nil, err
 	}

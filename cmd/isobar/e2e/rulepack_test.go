@@ -37,8 +37,10 @@ func TestRulePackOverAPrivateCloud(t *testing.T) {
 		xid      = -1     // the GPU series planted
 		upSeries []string // the node hosts: up is what Prometheus adds to each scrape
 	)
-	for i := range g.Len() {
-		ls := labelsOf(g.Series(i))
+	lsets := make([][]prompb.Label, g.Len())
+	for i := range lsets {
+		lsets[i] = g.Series(i)
+		ls := labelsOf(lsets[i])
 		if g.Job(i) == "node" && !slices.Contains(upSeries, ls["instance"]) {
 			upSeries = append(upSeries, ls["instance"])
 		}
@@ -50,14 +52,15 @@ func TestRulePackOverAPrivateCloud(t *testing.T) {
 	require.GreaterOrEqual(t, xid, 0, "the workload has GPUs")
 	sort.Strings(upSeries)
 	downHost := upSeries[len(upSeries)/2]
-	xidLabels := labelsOf(g.Series(xid))
+	xidLabels := labelsOf(lsets[xid])
 	t.Logf("%d series, %d node hosts; planted: %s down, XID 79 on GPU %s of %s", g.Len(), len(upSeries), downHost, xidLabels["gpu"], xidLabels["Hostname"])
 
 	// The workload's values are uncorrelated noise: a few families become
 	// what a healthy cloud shows before anything is planted. Steal is a
 	// sliver of the CPU time, 5xx a sliver of the responses, VMs use part
 	// of their vCPUs, GPUs run below 85°C, a third of the memory is
-	// available and half of each filesystem.
+	// available and half of each filesystem. Each series' value function is
+	// chosen once, from its labels.
 	key := func(name string, ls []prompb.Label) string {
 		var b strings.Builder
 		b.WriteString(name)
@@ -69,37 +72,40 @@ func TestRulePackOverAPrivateCloud(t *testing.T) {
 		return b.String()
 	}
 	totals := map[string]int{} // the series of node_memory_MemTotal_bytes and node_filesystem_size_bytes
-	for i := range g.Len() {
+	for i := range lsets {
 		if name := g.MetricName(i); name == "node_memory_MemTotal_bytes" || name == "node_filesystem_size_bytes" {
-			totals[key(name, g.Series(i))] = i
+			totals[key(name, lsets[i])] = i
 		}
 	}
-	share := func(i int, ts int64, totalName string, part float64) float64 {
-		total, ok := totals[key(totalName, g.Series(i))]
+	scaled := func(i int, by float64, round func(float64) float64) func(int64) float64 {
+		return func(ts int64) float64 { return round(g.Value(i, ts) * by) }
+	}
+	share := func(i int, totalName string, part float64) func(int64) float64 {
+		total, ok := totals[key(totalName, lsets[i])]
 		require.True(t, ok, "%s without its %s", g.MetricName(i), totalName)
-		return math.Round(g.Value(total, ts) * (part + 0.1*math.Sin(float64(ts)/3.6e6)))
-	}
-	healthy := func(i int, ts int64) float64 {
-		v := g.Value(i, ts)
-		switch g.MetricName(i) {
-		case "node_cpu_seconds_total":
-			if labelsOf(g.Series(i))["mode"] == "steal" {
-				return v * 0.01
-			}
-		case "haproxy_backend_http_responses_total":
-			if labelsOf(g.Series(i))["code"] == "5xx" {
-				return math.Floor(v * 0.002)
-			}
-		case "libvirt_domain_info_cpu_time_seconds_total":
-			return v * 0.2
-		case "DCGM_FI_DEV_GPU_TEMP":
-			return math.Round(v * 0.6)
-		case "node_memory_MemAvailable_bytes":
-			return share(i, ts, "node_memory_MemTotal_bytes", 0.35)
-		case "node_filesystem_avail_bytes":
-			return share(i, ts, "node_filesystem_size_bytes", 0.5)
+		return func(ts int64) float64 {
+			return math.Round(g.Value(total, ts) * (part + 0.1*math.Sin(float64(ts)/3.6e6)))
 		}
-		return v
+	}
+	unchanged := func(v float64) float64 { return v }
+	values := make([]func(int64) float64, g.Len())
+	for i := range values {
+		ls := labelsOf(lsets[i])
+		values[i] = scaled(i, 1, unchanged)
+		switch name := g.MetricName(i); {
+		case name == "node_cpu_seconds_total" && ls["mode"] == "steal":
+			values[i] = scaled(i, 0.01, unchanged)
+		case name == "haproxy_backend_http_responses_total" && ls["code"] == "5xx":
+			values[i] = scaled(i, 0.002, math.Floor)
+		case name == "libvirt_domain_info_cpu_time_seconds_total":
+			values[i] = scaled(i, 0.2, unchanged)
+		case name == "DCGM_FI_DEV_GPU_TEMP":
+			values[i] = scaled(i, 0.6, math.Round)
+		case name == "node_memory_MemAvailable_bytes":
+			values[i] = share(i, "node_memory_MemTotal_bytes", 0.35)
+		case name == "node_filesystem_avail_bytes":
+			values[i] = share(i, "node_filesystem_size_bytes", 0.5)
+		}
 	}
 
 	const step = 30_000
@@ -107,12 +113,12 @@ func TestRulePackOverAPrivateCloud(t *testing.T) {
 	from := now - 70*60_000
 	for ts := from; ts <= now; ts += step {
 		req := &prompb.WriteRequest{}
-		for i := range g.Len() {
-			v := healthy(i, ts)
+		for i, value := range values {
+			v := value(ts)
 			if i == xid && ts > now-5*60_000 {
 				v = 79
 			}
-			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: g.Series(i), Samples: []prompb.Sample{sample(ts, v)}})
+			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: lsets[i], Samples: []prompb.Sample{sample(ts, v)}})
 		}
 		for _, host := range upSeries {
 			v := 1.0

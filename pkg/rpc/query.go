@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strings"
 
 	"github.com/isobar-tsdb/isobar/pkg/shard"
@@ -213,30 +212,12 @@ func appendFrame[T any](all, frame []T) []T {
 // only a single series or value larger than it makes a larger frame.
 const maxFrameBytes = 1 << 20
 
-// WholeChunksRange widens [start, end] by span, the longest time a chunk
-// covers (an ingester's block range: head chunks never cross it), without
-// overflowing. A chunk querier opened over the widened range returns every
-// chunk that overlaps [start, end] whole: one it had to trim at the edge of
-// its range would be encoded again, and a histogram chunk encoded again
-// loses the counter reset hint of its first sample.
-func WholeChunksRange(start, end, span int64) (int64, int64) {
-	if start < math.MinInt64+span {
-		start = math.MinInt64
-	} else {
-		start -= span
-	}
-	if end > math.MaxInt64-span {
-		end = math.MaxInt64
-	} else {
-		end += span
-	}
-	return start, end
-}
-
 // ServeChunkQuery runs req on q and sends the series, chunks as stored,
 // sorted by labels, in frames of about maxFrameBytes, labels included. It
-// sends the chunks that overlap the request's range: open q over
-// WholeChunksRange so that they come whole.
+// sends whole the chunks that overlap the request's range: one trimmed to
+// the range would be encoded again, which costs more than the rest of the
+// query (every open head chunk reaches past any range) and loses a
+// histogram chunk's counter reset hint.
 func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
 	ms, err := FromLabelMatchers(req.Matchers)
 	if err != nil {
@@ -246,11 +227,9 @@ func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Qu
 	if err != nil {
 		return Errorf(CauseBadData, "%v", err)
 	}
-	// No range in the hints: the querier's own (widened) range, not the
-	// request's, so that nothing is trimmed.
-	var hints *storage.SelectHints
+	hints := &storage.SelectHints{Start: req.StartTimestampMs, End: req.EndTimestampMs, DisableTrimming: true}
 	if sh.Count > 0 {
-		hints = shard.Hints(&storage.SelectHints{Start: math.MinInt64, End: math.MaxInt64, DisableTrimming: true}, sh)
+		hints = shard.Hints(hints, sh)
 	}
 	ss := q.Select(ctx, true, hints, ms...)
 	frame := &prompb.ChunkedReadResponse{}

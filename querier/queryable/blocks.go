@@ -229,7 +229,7 @@ func (q *blocksQuerier) Select(ctx context.Context, _ bool, hints *storage.Selec
 	}
 	// Blocks overlap (replicas not compacted yet): one copy of each chunk
 	// or sample.
-	return mergeReplicas(sets)
+	return mergeReplicas(sets, start, end)
 }
 
 // blockSource streams the series of some blocks from their store-gateways,

@@ -318,3 +318,33 @@ func frames(fs ...[]*prompb.ChunkedSeries) func() ([]*prompb.ChunkedSeries, bool
 		return f, true, nil
 	}
 }
+
+// Sources send chunks whole: the merge gives only the samples in the range
+// the querier was asked for, whether a series' chunks overlap or not.
+func TestMergeTrimsWholeChunksToTheRange(t *testing.T) {
+	chunk := func(from, to int64) prompb.Chunk {
+		c := chunkenc.NewXORChunk()
+		app, err := c.Appender()
+		require.NoError(t, err)
+		for ts := from; ts <= to; ts += 15_000 {
+			app.Append(0, ts, float64(ts))
+		}
+		return prompb.Chunk{MinTimeMs: from, MaxTimeMs: to, Type: prompb.Chunk_XOR, Data: c.Bytes()}
+	}
+	for _, tc := range []struct {
+		name     string
+		replicas [][]prompb.Chunk
+	}{
+		{"replicas agree", [][]prompb.Chunk{{chunk(0, 120_000), chunk(135_000, 300_000)}, {chunk(0, 120_000), chunk(135_000, 300_000)}}},
+		{"replicas overlap", [][]prompb.Chunk{{chunk(0, 120_000), chunk(135_000, 300_000)}, {chunk(0, 300_000)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sets []storage.ChunkSeriesSet
+			for _, chks := range tc.replicas {
+				sets = append(sets, &chunkSeriesSet{next: frames([]*prompb.ChunkedSeries{{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Chunks: chks}}), cur: -1})
+			}
+			got := samplesOf(t, mergeReplicas(sets, 30_000, 150_000))
+			require.Equal(t, map[string][]int64{`{__name__="up"}`: timesBetween(30_000, 150_000)}, got)
+		})
+	}
+}

@@ -136,7 +136,7 @@ func (r *ringQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 		}
 		sets = append(sets, set)
 	}
-	return mergeReplicas(sets)
+	return mergeReplicas(sets, start, end)
 }
 
 // readQuorum chooses the ingesters a read asks and decides what a failed

@@ -34,7 +34,7 @@ type dbReader struct {
 }
 
 func (r *dbReader) QueryStream(ctx context.Context, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
-	q, err := r.db.ChunkQuerier(rpc.WholeChunksRange(req.StartTimestampMs, req.EndTimestampMs, 24*time.Hour.Milliseconds()))
+	q, err := r.db.ChunkQuerier(req.StartTimestampMs, req.EndTimestampMs)
 	if err != nil {
 		return err
 	}

@@ -18,10 +18,12 @@ import (
 // the series of replicas that agree decode from one copy of each chunk,
 // with its samples and its histograms' counter reset hints as stored.
 // Chunks that still overlap (a replica that missed samples) are merged
-// sample by sample, each sample once.
-func mergeReplicas(sets []storage.ChunkSeriesSet) storage.SeriesSet {
+// sample by sample, each sample once. Sources send chunks whole, so the
+// samples are trimmed here to [mint, maxt], the range the querier was
+// asked for.
+func mergeReplicas(sets []storage.ChunkSeriesSet, mint, maxt int64) storage.SeriesSet {
 	d := &chunkDeduper{}
-	return &chunkedSeriesSet{ChunkSeriesSet: storage.NewMergeChunkSeriesSet(sets, 0, d.merge)}
+	return &chunkedSeriesSet{ChunkSeriesSet: storage.NewMergeChunkSeriesSet(sets, 0, d.merge), mint: mint, maxt: maxt}
 }
 
 // chunkedSeriesSet turns chunk series into series. A series whose chunks do
@@ -31,8 +33,9 @@ func mergeReplicas(sets []storage.ChunkSeriesSet) storage.SeriesSet {
 // chunks overlap is merged sample by sample.
 type chunkedSeriesSet struct {
 	storage.ChunkSeriesSet
-	metas []chunks.Meta
-	err   error
+	mint, maxt int64
+	metas      []chunks.Meta
+	err        error
 }
 
 func (s *chunkedSeriesSet) Next() bool {
@@ -65,13 +68,18 @@ func (s *chunkedSeriesSet) At() storage.Series {
 			for j, m := range metas {
 				series[j] = &storage.SeriesEntry{Lset: lset, SampleIteratorFn: func(it chunkenc.Iterator) chunkenc.Iterator { return m.Chunk.Iterator(it) }}
 			}
-			return storage.ChainedSeriesMerge(series...)
+			merged := storage.ChainedSeriesMerge(series...)
+			return &storage.SeriesEntry{Lset: lset, SampleIteratorFn: func(it chunkenc.Iterator) chunkenc.Iterator {
+				return &rangeIterator{Iterator: merged.Iterator(it), mint: s.mint, maxt: s.maxt}
+			}}
 		}
 	}
-	if cs, ok := at.(*chunkSeries); ok {
-		return (*sampleSeries)(cs)
+	cs, ok := at.(*chunkSeries)
+	if !ok {
+		cs = &chunkSeries{lset: lset, metas: metas}
 	}
-	return &sampleSeries{lset: lset, metas: metas}
+	cs.mint, cs.maxt = s.mint, s.maxt
+	return (*sampleSeries)(cs)
 }
 
 func (s *chunkedSeriesSet) Err() error {
@@ -88,6 +96,8 @@ type chunkSeries struct {
 	// one holds the chunk of a series of one chunk (most series of a
 	// dashboard's range), sparing metas an allocation of its own.
 	one [1]chunks.Meta
+	// mint and maxt bound the samples read as a sampleSeries.
+	mint, maxt int64
 }
 
 func (s *chunkSeries) Labels() labels.Labels { return s.lset }
@@ -97,7 +107,7 @@ func (s *chunkSeries) Iterator(chunks.Iterator) chunks.Iterator {
 }
 
 // sampleSeries is a series whose chunks do not overlap (a storage.Series):
-// its samples are read from one chunk after the other.
+// its samples in [mint, maxt] are read from one chunk after the other.
 type sampleSeries chunkSeries
 
 func (s *sampleSeries) Labels() labels.Labels { return s.lset }
@@ -108,23 +118,46 @@ func (s *sampleSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 		if spare == nil {
 			spare = ci.spare
 		}
-		*ci = chunksIterator{metas: s.metas, spare: spare}
+		*ci = chunksIterator{metas: s.metas, spare: spare, mint: s.mint, maxt: s.maxt}
 		return ci
 	}
-	return &chunksIterator{metas: s.metas}
+	return &chunksIterator{metas: s.metas, mint: s.mint, maxt: s.maxt}
 }
 
-// chunksIterator reads the samples of chunks that do not overlap, in
-// order.
+// chunksIterator reads the samples in [mint, maxt] of chunks that do not
+// overlap, in order.
 type chunksIterator struct {
-	metas   []chunks.Meta
-	next    int // the chunk after the current one
-	cur     chunkenc.Iterator
-	curType chunkenc.ValueType
-	spare   chunkenc.Iterator // to reuse for the first chunk
+	metas      []chunks.Meta
+	next       int // the chunk after the current one
+	cur        chunkenc.Iterator
+	curType    chunkenc.ValueType
+	spare      chunkenc.Iterator // to reuse for the first chunk
+	mint, maxt int64
 }
 
 func (it *chunksIterator) Next() chunkenc.ValueType {
+	for {
+		vt := it.nextInChunks()
+		if vt == chunkenc.ValNone {
+			return vt
+		}
+		if t := it.cur.AtT(); t > it.maxt {
+			return it.end()
+		} else if t >= it.mint {
+			return vt
+		}
+	}
+}
+
+// end leaves the iterator exhausted, past maxt.
+func (it *chunksIterator) end() chunkenc.ValueType {
+	it.next = len(it.metas)
+	it.spare, it.cur = it.cur, nil
+	it.curType = chunkenc.ValNone
+	return it.curType
+}
+
+func (it *chunksIterator) nextInChunks() chunkenc.ValueType {
 	for {
 		if it.cur != nil {
 			if it.curType = it.cur.Next(); it.curType != chunkenc.ValNone || it.cur.Err() != nil {
@@ -145,6 +178,7 @@ func (it *chunksIterator) Next() chunkenc.ValueType {
 }
 
 func (it *chunksIterator) Seek(t int64) chunkenc.ValueType {
+	t = max(t, it.mint)
 	if it.curType != chunkenc.ValNone && it.cur.AtT() >= t {
 		return it.curType
 	}
@@ -176,6 +210,40 @@ func (it *chunksIterator) Err() error {
 		return nil
 	}
 	return it.cur.Err()
+}
+
+// rangeIterator gives the samples of an iterator in [mint, maxt].
+type rangeIterator struct {
+	chunkenc.Iterator
+	mint, maxt int64
+	done       bool
+}
+
+func (it *rangeIterator) Next() chunkenc.ValueType {
+	for !it.done {
+		vt := it.Iterator.Next()
+		if vt == chunkenc.ValNone {
+			return vt
+		}
+		if t := it.AtT(); t > it.maxt {
+			it.done = true
+		} else if t >= it.mint {
+			return vt
+		}
+	}
+	return chunkenc.ValNone
+}
+
+func (it *rangeIterator) Seek(t int64) chunkenc.ValueType {
+	if it.done {
+		return chunkenc.ValNone
+	}
+	vt := it.Iterator.Seek(max(t, it.mint))
+	if vt != chunkenc.ValNone && it.AtT() > it.maxt {
+		it.done = true
+		return chunkenc.ValNone
+	}
+	return vt
 }
 
 // chunkDeduper merges the copies of a series that several replicas sent:

@@ -27,7 +27,7 @@ func (i *Ingester) QueryStream(ctx context.Context, req *prompb.Query, send func
 		return err // no tenant: no series
 	}
 	defer t.inUse.RUnlock()
-	q, err := t.db.ChunkQuerier(rpc.WholeChunksRange(req.StartTimestampMs, req.EndTimestampMs, i.cfg.BlockRange.Milliseconds()))
+	q, err := t.db.ChunkQuerier(req.StartTimestampMs, req.EndTimestampMs)
 	if err != nil {
 		return fmt.Errorf("open chunk querier of tenant %q: %w", id, err)
 	}

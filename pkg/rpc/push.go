@@ -61,6 +61,15 @@ func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return mem.BufferSlice{mem.SliceBuffer(m.Body)}, nil
 	case *PushResponse:
 		return nil, nil
+	case *prompb.ChunkedReadResponse: // the bulk of every query: into a pooled buffer, freed once sent
+		size := m.Size()
+		pool := mem.DefaultBufferPool()
+		buf := pool.Get(size)
+		if _, err := m.MarshalToSizedBuffer((*buf)[:size]); err != nil {
+			pool.Put(buf)
+			return nil, err
+		}
+		return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 	case interface{ Marshal() ([]byte, error) }: // prompb's and our messages
 		b, err := m.Marshal()
 		return mem.BufferSlice{mem.SliceBuffer(b)}, err

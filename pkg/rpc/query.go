@@ -213,7 +213,9 @@ func appendFrame[T any](all, frame []T) []T {
 const maxFrameBytes = 1 << 20
 
 // ServeChunkQuery runs req on q and sends the series, chunks as stored,
-// sorted by labels, in frames of about maxFrameBytes, labels included. It
+// sorted by labels, in frames of about maxFrameBytes, labels included.
+// send must not keep a frame, nor anything in it, once it returns: its
+// memory is reused for the next. It
 // sends whole the chunks that overlap the request's range: one trimmed to
 // the range would be encoded again, which costs more than the rest of the
 // query (every open head chunk reaches past any range) and loses a
@@ -232,44 +234,87 @@ func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Qu
 		hints = shard.Hints(hints, sh)
 	}
 	ss := q.Select(ctx, true, hints, ms...)
-	frame := &prompb.ChunkedReadResponse{}
-	size := 0
+	var f frameBuilder
 	var it chunks.Iterator
 	for ss.Next() {
 		s := ss.At()
-		cs := &prompb.ChunkedSeries{}
-		s.Labels().Range(func(l labels.Label) { cs.Labels = append(cs.Labels, prompb.Label{Name: l.Name, Value: l.Value}) })
+		f.startSeries(s.Labels())
 		it = s.Iterator(it)
 		for it.Next() {
 			m := it.At()
 			if m.MaxTime < req.StartTimestampMs || m.MinTime > req.EndTimestampMs {
 				continue
 			}
-			data := m.Chunk.Bytes()
-			cs.Chunks = append(cs.Chunks, prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime, Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: data})
+			f.addChunk(prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime, Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: m.Chunk.Bytes()})
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read chunks of %s: %w", s.Labels(), err)
 		}
-		if len(cs.Chunks) == 0 {
-			continue // nothing in the range: a series without samples is no series to PromQL
-		}
-		frame.ChunkedSeries = append(frame.ChunkedSeries, cs)
-		size += protowire.SizeTag(1) + protowire.SizeBytes(cs.Size())
-		if size >= maxFrameBytes {
-			if err := send(frame); err != nil {
+		if f.endSeries() >= maxFrameBytes {
+			if err := f.send(send); err != nil {
 				return err
 			}
-			frame, size = &prompb.ChunkedReadResponse{}, 0
 		}
 	}
 	if err := ss.Err(); err != nil {
 		return fmt.Errorf("select series: %w", err)
 	}
-	if len(frame.ChunkedSeries) > 0 {
-		return send(frame)
+	if len(f.frame.ChunkedSeries) > 0 {
+		return f.send(send)
 	}
 	return nil
+}
+
+// frameBuilder builds the frames of a chunk query in memory it reuses from
+// one frame to the next: the series, labels and chunks of a frame are cut
+// from slabs, and the label strings are the series' own.
+type frameBuilder struct {
+	frame  prompb.ChunkedReadResponse
+	series []prompb.ChunkedSeries
+	labels []prompb.Label
+	chunks []prompb.Chunk
+	size   int // encoded bytes of the frame so far
+	// firstLabel and firstChunk index the current series' own in the slabs.
+	firstLabel, firstChunk int
+}
+
+func (f *frameBuilder) startSeries(lset labels.Labels) {
+	f.firstLabel, f.firstChunk = len(f.labels), len(f.chunks)
+	lset.Range(func(l labels.Label) { f.labels = append(f.labels, prompb.Label{Name: l.Name, Value: l.Value}) })
+}
+
+func (f *frameBuilder) addChunk(c prompb.Chunk) { f.chunks = append(f.chunks, c) }
+
+// endSeries adds the current series to the frame, unless it has no chunk
+// (a series without samples is no series to PromQL), and returns the
+// frame's encoded size. A slab that grew leaves the series before in the
+// old array, where they stay valid.
+func (f *frameBuilder) endSeries() int {
+	if len(f.chunks) == f.firstChunk {
+		f.labels = f.labels[:f.firstLabel]
+		return f.size
+	}
+	f.series = append(f.series, prompb.ChunkedSeries{
+		Labels: f.labels[f.firstLabel:len(f.labels):len(f.labels)],
+		Chunks: f.chunks[f.firstChunk:len(f.chunks):len(f.chunks)],
+	})
+	cs := &f.series[len(f.series)-1]
+	f.frame.ChunkedSeries = append(f.frame.ChunkedSeries, cs)
+	f.size += protowire.SizeTag(1) + protowire.SizeBytes(cs.Size())
+	return f.size
+}
+
+// send sends the frame and empties the builder for the next one: send
+// must not keep the frame, nor anything in it, once it returns.
+func (f *frameBuilder) send(send func(*prompb.ChunkedReadResponse) error) error {
+	err := send(&f.frame)
+	clear(f.frame.ChunkedSeries)
+	clear(f.series)
+	clear(f.labels)
+	clear(f.chunks)
+	f.frame.ChunkedSeries, f.series, f.labels, f.chunks = f.frame.ChunkedSeries[:0], f.series[:0], f.labels[:0], f.chunks[:0]
+	f.size = 0
+	return err
 }
 
 // FromLabelMatchers turns wire matchers into Prometheus matchers.

@@ -67,8 +67,24 @@ func (s *fakeStore) Series(ctx context.Context, req *rpc.BlocksQuery, recv func(
 			return rpc.Errorf(rpc.CauseUnavailable, "store-gateway restarted")
 		}
 		sent++
-		return recv(f)
+		return overTheWire(recv)(f)
 	})
+}
+
+// overTheWire hands send a copy of each frame, as gRPC would: the frames
+// of rpc.ServeChunkQuery are reused once sent.
+func overTheWire(send func(*prompb.ChunkedReadResponse) error) func(*prompb.ChunkedReadResponse) error {
+	return func(f *prompb.ChunkedReadResponse) error {
+		b, err := f.Marshal()
+		if err != nil {
+			return err
+		}
+		var received prompb.ChunkedReadResponse
+		if err := received.Unmarshal(b); err != nil {
+			return err
+		}
+		return send(&received)
+	}
 }
 
 func (s *fakeStore) LabelNames(context.Context, *rpc.BlocksLabelsRequest) ([]string, error) {

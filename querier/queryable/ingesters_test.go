@@ -39,7 +39,7 @@ func (r *dbReader) QueryStream(ctx context.Context, req *prompb.Query, send func
 		return err
 	}
 	defer q.Close()
-	return rpc.ServeChunkQuery(ctx, q, req, send)
+	return rpc.ServeChunkQuery(ctx, q, req, overTheWire(send))
 }
 
 func (r *dbReader) labels(ctx context.Context, req *rpc.LabelsRequest, name bool) ([]string, error) {

@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -42,7 +45,7 @@ type Limits struct {
 	RulerMaxRulesPerRuleGroup   int               `yaml:"ruler_max_rules_per_rule_group"`
 	RulerMinEvaluationInterval  model.Duration    `yaml:"ruler_min_evaluation_interval"`
 	RulerQueryOffset            model.Duration    `yaml:"ruler_query_offset"`
-	RulerExternalLabels         map[string]string `yaml:"ruler_external_labels"`
+	RulerExternalLabels         map[string]string `yaml:"ruler_external_labels,omitempty"`
 }
 
 // RegisterFlags registers the defaults of every limit.
@@ -100,10 +103,15 @@ func (l *Limits) Validate() error {
 func (l *Limits) UTF8Names() bool { return l.NameValidationScheme == "utf8" }
 
 // Overrides answers the limits of each tenant: the defaults, overridden
-// field by field for the tenants that have an entry.
+// field by field for the tenants that have an entry in the configuration
+// file, and again by the runtime configuration file when there is one.
 type Overrides struct {
 	defaults Limits
-	tenants  map[string]*Limits
+	static   map[string]*Limits // from the configuration file
+	tenants  atomic.Pointer[map[string]*Limits]
+
+	mu        sync.Mutex
+	listeners []func()
 }
 
 // NewOverrides applies per-tenant YAML fragments on top of defaults. Fields a
@@ -112,26 +120,66 @@ func NewOverrides(defaults Limits, tenants map[string]yaml.Node) (*Overrides, er
 	if err := defaults.Validate(); err != nil {
 		return nil, fmt.Errorf("default limits: %w", err)
 	}
-	o := &Overrides{defaults: defaults, tenants: make(map[string]*Limits, len(tenants))}
+	o := &Overrides{defaults: defaults, static: map[string]*Limits{}}
+	static, err := o.parse(tenants)
+	if err != nil {
+		return nil, err
+	}
+	o.static = static
+	o.tenants.Store(&static)
+	return o, nil
+}
+
+// parse applies per-tenant fragments on top of each tenant's limits from
+// the configuration file, or the defaults. Any bad fragment fails the whole.
+func (o *Overrides) parse(tenants map[string]yaml.Node) (map[string]*Limits, error) {
+	out := make(map[string]*Limits, len(o.static)+len(tenants))
+	maps.Copy(out, o.static)
 	for id, node := range tenants {
-		l := defaults
+		l := o.defaults
+		if s, ok := o.static[id]; ok {
+			l = *s
+		}
 		if err := decodeStrict(&node, &l); err != nil {
 			return nil, fmt.Errorf("limits of tenant %q: %w", id, err)
 		}
 		if err := l.Validate(); err != nil {
 			return nil, fmt.Errorf("limits of tenant %q: %w", id, err)
 		}
-		o.tenants[id] = &l
+		out[id] = &l
 	}
-	return o, nil
+	return out, nil
 }
 
 // For returns the limits of tenant. The result must not be modified.
 func (o *Overrides) For(tenant string) *Limits {
-	if l, ok := o.tenants[tenant]; ok {
+	if l, ok := (*o.tenants.Load())[tenant]; ok {
 		return l
 	}
 	return &o.defaults
+}
+
+// Defaults returns the limits of a tenant without overrides.
+func (o *Overrides) Defaults() Limits { return o.defaults }
+
+// Overridden returns the limits of every tenant that has overrides.
+func (o *Overrides) Overridden() map[string]*Limits { return *o.tenants.Load() }
+
+// OnChange registers f to be called after the limits of tenants changed.
+func (o *Overrides) OnChange(f func()) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.listeners = append(o.listeners, f)
+}
+
+// set puts tenants in force and tells the listeners.
+func (o *Overrides) set(tenants map[string]*Limits) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.tenants.Store(&tenants)
+	for _, f := range o.listeners {
+		f()
+	}
 }
 
 // decodeStrict decodes node into l, failing on keys Limits does not have

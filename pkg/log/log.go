@@ -78,7 +78,13 @@ func (a kitAdapter) Log(keyvals ...any) error {
 			msg = fmt.Sprint(keyvals[i+1])
 			continue
 		}
-		attrs = append(attrs, key, keyvals[i+1])
+		v := keyvals[i+1]
+		if err, ok := v.(error); ok {
+			// slog prints values with %+v: errors wrapped by pkg/errors
+			// (dskit's) would bring their stack traces.
+			v = err.Error()
+		}
+		attrs = append(attrs, key, v)
 	}
 	if len(keyvals)%2 == 1 {
 		attrs = append(attrs, "extra", keyvals[len(keyvals)-1])

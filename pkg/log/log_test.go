@@ -2,6 +2,8 @@ package log
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"testing"
 
 	"github.com/go-kit/log/level"
@@ -21,6 +23,18 @@ func TestGoKitAdapter(t *testing.T) {
 	require.Contains(t, out, "level=WARN")
 	require.Contains(t, out, `msg="ring changed"`)
 	require.Contains(t, out, "instances=3")
+
+	buf.Reset()
+	require.NoError(t, level.Error(kl).Log("msg", "failed", "err", stackError{}))
+	require.Contains(t, buf.String(), `err="write: disk full"`+"\n", "an error's message, without a stack trace")
+}
+
+// stackError prints a stack trace with %+v, as pkg/errors' errors do.
+type stackError struct{}
+
+func (stackError) Error() string { return "write: disk full" }
+func (stackError) Format(s fmt.State, _ rune) {
+	_, _ = io.WriteString(s, "write: disk full\nmain.write\n\t/src/main.go:12")
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/compression"
 	"golang.org/x/sync/errgroup"
@@ -142,6 +143,21 @@ type tenantDB struct {
 	appending sync.RWMutex
 	closed    bool
 	lastPush  atomic.Int64
+
+	// applied holds the limits its TSDB runs with; limitsMu orders
+	// applying new ones.
+	limitsMu sync.Mutex
+	applied  tsdbLimits
+}
+
+// tsdbLimits are the per-tenant limits a tenant's TSDB itself enforces.
+type tsdbLimits struct {
+	outOfOrderWindow model.Duration
+	maxExemplars     int
+}
+
+func tsdbLimitsOf(l *limits.Limits) tsdbLimits {
+	return tsdbLimits{outOfOrderWindow: l.OutOfOrderTimeWindow, maxExemplars: l.MaxExemplars}
 }
 
 // New returns an ingester; it opens the tenants found on disk when started,
@@ -169,7 +185,39 @@ func New(cfg Config, overrides *limits.Overrides, deps Deps, logger *slog.Logger
 		i.shipMetrics = shipper.NewMetrics(reg)
 	}
 	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)
+	overrides.OnChange(func() {
+		for _, t := range i.openTenants() {
+			i.applyLimits(t)
+		}
+	})
 	return i, nil
+}
+
+// applyLimits gives t's TSDB the tenant's out-of-order window and exemplar
+// storage size in force, if they changed: a tenant's limits change while
+// it is open (the runtime configuration file).
+func (i *Ingester) applyLimits(t *tenantDB) {
+	t.inUse.RLock()
+	defer t.inUse.RUnlock()
+	if t.closed {
+		return
+	}
+	t.limitsMu.Lock()
+	defer t.limitsMu.Unlock()
+	want := tsdbLimitsOf(i.overrides.For(t.id))
+	if want == t.applied {
+		return
+	}
+	cfg := &config.Config{StorageConfig: config.StorageConfig{
+		TSDBConfig:      &config.TSDBConfig{OutOfOrderTimeWindow: time.Duration(want.outOfOrderWindow).Milliseconds()},
+		ExemplarsConfig: &config.ExemplarsConfig{MaxExemplars: int64(want.maxExemplars)},
+	}}
+	if err := t.db.ApplyConfig(cfg); err != nil {
+		i.logger.Error("could not apply new limits to tenant", "tenant", t.id, "out_of_order_time_window", want.outOfOrderWindow, "max_exemplars", want.maxExemplars, "err", err)
+		return
+	}
+	i.logger.Info("new limits applied to tenant", "tenant", t.id, "out_of_order_time_window", want.outOfOrderWindow, "max_exemplars", want.maxExemplars)
+	t.applied = want
 }
 
 // starting replays the WAL of every tenant on disk: the ingester is not
@@ -359,6 +407,9 @@ func (i *Ingester) tenant(ctx context.Context, id string, create bool) (*tenantD
 			i.mu.Unlock()
 			t.openErr = i.open(t)
 			close(t.ready)
+			if t.openErr == nil {
+				i.applyLimits(t) // limits changed while it opened
+			}
 			if t.openErr != nil {
 				i.mu.Lock()
 				delete(i.tenants, id)
@@ -412,8 +463,11 @@ func (i *Ingester) open(t *tenantDB) error {
 	opts.MaxBlockDuration = i.cfg.BlockRange.Milliseconds()
 	opts.RetentionDuration = time.Duration(i.cfg.Retention).Milliseconds()
 	opts.OutOfOrderTimeWindow = time.Duration(l.OutOfOrderTimeWindow).Milliseconds()
-	opts.EnableExemplarStorage = l.MaxExemplars > 0
+	// Exemplar storage exists even when the limit is 0, so that a new
+	// limit can size it while the tenant is open.
+	opts.EnableExemplarStorage = true
 	opts.MaxExemplars = int64(l.MaxExemplars)
+	t.applied = tsdbLimitsOf(l)
 	opts.StripeSize = i.cfg.StripeSize
 	opts.SeriesLifecycleCallback = tracker
 	opts.EnableOverlappingCompaction = false

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 	"unsafe"
@@ -446,4 +448,54 @@ func TestMaxSeriesPerIngester(t *testing.T) {
 	require.Equal(t, rpc.CauseUnavailable, rpc.CauseOf(push("b", t0, "up", "load")), "the retry")
 	require.Len(t, readAll(t, ing, "b"), 1)
 	require.NoError(t, push("a", t0+15_000, "up", "load"), "known series write on")
+}
+
+// Limits the tenant's TSDB enforces itself (out-of-order window, exemplar
+// storage) follow the runtime configuration file while the tenant is open.
+func TestNewLimitsApplyToOpenTenants(t *testing.T) {
+	cfg, l := testConfig(t, t.TempDir())
+	l.MaxExemplars = 0
+	o, err := limits.NewOverrides(l, nil)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "runtime.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("overrides: {}\n"), 0o600))
+	rc, err := limits.NewRuntimeConfig(limits.RuntimeConfig{File: file, ReloadPeriod: 10 * time.Millisecond}, o, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), rc))
+	defer func() { require.NoError(t, services.StopAndAwaitTerminated(context.Background(), rc)) }()
+	ing, err := New(cfg, o, Deps{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	require.NoError(t, services.StartAndAwaitRunning(context.Background(), ing))
+	defer stop(t, ing)
+
+	ctx := tenant.With(context.Background(), "team-a")
+	push := func(ts int64, trace string) error {
+		s := floatSeries(ts, 1, "__name__", "rpc_seconds")
+		s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: trace}}, Value: 1, Timestamp: ts}}
+		return ing.Push(ctx, request(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s}}))
+	}
+	exemplars := func() int {
+		eq, err := ing.ExemplarQuerier(ctx)
+		require.NoError(t, err)
+		res, err := eq.Select(math.MinInt64, math.MaxInt64, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "rpc_seconds")})
+		require.NoError(t, err)
+		n := 0
+		for _, r := range res {
+			n += len(r.Exemplars)
+		}
+		return n
+	}
+	require.NoError(t, push(t0, "t1"))
+	require.Error(t, push(t0-10*60000, "t0"), "no out-of-order window yet")
+	require.Zero(t, exemplars(), "no exemplar storage yet")
+
+	require.NoError(t, os.WriteFile(file, []byte("overrides:\n  team-a: {out_of_order_time_window: 1h, max_exemplars: 10}\n"), 0o600))
+	require.Eventually(t, func() bool { return o.For("team-a").MaxExemplars == 10 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, push(t0-10*60000, "t0"), "the new window is in force")
+	require.NoError(t, push(t0+15000, "t2"))
+	require.Equal(t, 2, exemplars(), "the exemplar storage has room now")
+
+	require.NoError(t, os.WriteFile(file, []byte("overrides: {}\n"), 0o600))
+	require.Eventually(t, func() bool { return o.For("team-a").OutOfOrderTimeWindow == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Error(t, push(t0-5*60000, "t0"), "the window is gone again")
 }

@@ -141,7 +141,7 @@ func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.Appen
 	if ref == 0 {
 		return appended
 	}
-	if len(ts.Exemplars) > 0 {
+	if len(ts.Exemplars) > 0 && l.MaxExemplars > 0 {
 		i.appendExemplars(app, sc, ref, e.lset, ts.Exemplars)
 	}
 	if !cached || ref != e.ref {

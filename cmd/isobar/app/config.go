@@ -66,6 +66,9 @@ type Config struct {
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
+	// RuntimeConfig overrides TenantLimits again, from a file that may
+	// change while the process runs.
+	RuntimeConfig limits.RuntimeConfig `yaml:"runtime_config"`
 }
 
 // QuerierConfig configures the PromQL engine and which source a querier
@@ -137,6 +140,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Compactor.RegisterFlags(f)
 	c.Ruler.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
+	c.RuntimeConfig.RegisterFlags(f)
 }
 
 // configFileArg returns the value of -config.file in args, parsed exactly

@@ -153,7 +153,12 @@ func (a *App) initOverrides() (services.Service, error) {
 		return nil, err
 	}
 	a.overrides = o
-	return nil, nil
+	a.reg.MustRegister(o.Collector())
+	a.server.HandleOperator("GET /runtime_config", o)
+	if a.cfg.RuntimeConfig.File == "" {
+		return nil, nil
+	}
+	return limits.NewRuntimeConfig(a.cfg.RuntimeConfig, o, a.logger, a.reg)
 }
 
 // initMemberlistKV starts gossip when the ring lives in memberlist.

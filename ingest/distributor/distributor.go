@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/time/rate"
 
+	"github.com/isobar-tsdb/isobar/ingest/hatracker"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
 	"github.com/isobar-tsdb/isobar/pkg/rwproto"
@@ -33,6 +34,8 @@ type Config struct {
 	// Instance limits: what one distributor process holds at once.
 	MaxInflightPushRequests      int   `yaml:"max_inflight_push_requests"`
 	MaxInflightPushRequestsBytes int64 `yaml:"max_inflight_push_requests_bytes"`
+
+	HATracker hatracker.Config `yaml:"ha_tracker"`
 }
 
 // RegisterFlags registers the distributor flags.
@@ -43,6 +46,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxInflightPushRequests, "distributor.instance-limits.max-inflight-push-requests", 2000, "Push requests this process handles at once; more are answered 503 (retried) before they cost memory. 0 means no limit.")
 	f.Int64Var(&c.MaxInflightPushRequestsBytes, "distributor.instance-limits.max-inflight-push-requests-bytes", 1<<30, "Compressed bytes of the push requests this process handles at once (as declared, or as read); more are answered 503. 0 means no limit.")
 	f.DurationVar(&c.ForgetIdleTenant, "distributor.forget-idle-tenant-after", 15*time.Minute, "Drop the rate limiter and the per-tenant metrics of a tenant that sent nothing for this long.")
+	c.HATracker.RegisterFlags(f)
 }
 
 // Validate checks the configuration.
@@ -50,7 +54,7 @@ func (c *Config) Validate() error {
 	if c.MaxRecvMsgSize <= 0 || c.MaxSeriesPerRequest <= 0 || c.ForgetIdleTenant <= 0 {
 		return fmt.Errorf("-distributor.max-recv-msg-size, -distributor.max-series-per-request and -distributor.forget-idle-tenant-after must be positive")
 	}
-	return nil
+	return c.HATracker.Validate()
 }
 
 // Distributor validates, rate-limits and forwards remote writes.
@@ -60,6 +64,7 @@ type Distributor struct {
 	cfg       Config
 	overrides *limits.Overrides
 	pusher    rpc.Pusher
+	ha        *hatracker.Tracker
 	logger    *slog.Logger
 	now       func() time.Time
 
@@ -70,6 +75,7 @@ type Distributor struct {
 	receivedExemplars *prometheus.CounterVec
 	discardedSamples  *prometheus.CounterVec
 	discardedExempl   *prometheus.CounterVec
+	dedupedSamples    *prometheus.CounterVec
 }
 
 type tenantLimiter struct {
@@ -80,7 +86,8 @@ type tenantLimiter struct {
 }
 
 // New returns a distributor that stores through pusher.
-func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slog.Logger, reg prometheus.Registerer) (*Distributor, error) {
+// ha, if not nil, deduplicates the samples of HA pairs.
+func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, ha *hatracker.Tracker, logger *slog.Logger, reg prometheus.Registerer) (*Distributor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -88,6 +95,7 @@ func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slo
 		cfg:       cfg,
 		overrides: overrides,
 		pusher:    pusher,
+		ha:        ha,
 		logger:    logger.With("component", "distributor"),
 		now:       time.Now,
 		limiters:  map[string]*tenantLimiter{},
@@ -103,12 +111,16 @@ func New(cfg Config, overrides *limits.Overrides, pusher rpc.Pusher, logger *slo
 			Name: "isobar_distributor_discarded_samples_total",
 			Help: "Samples the distributor rejected, by tenant and reason (label problems are counted by the ingester).",
 		}, []string{"tenant", "reason"}),
+		dedupedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "isobar_distributor_deduplicated_samples_total",
+			Help: "Samples dropped for coming from a replica of an HA cluster that is not its elected one, by tenant and cluster.",
+		}, []string{"tenant", "cluster"}),
 		discardedExempl: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_distributor_discarded_exemplars_total",
 			Help: "Exemplars dropped by validation, by tenant.",
 		}, []string{"tenant"}),
 	}
-	d.Service = services.NewTimerService(time.Minute, nil, d.forgetIdleTenants, nil)
+	d.Service = services.NewTimerService(time.Minute, d.starting, d.forgetIdleTenants, d.stopping)
 	return d, nil
 }
 
@@ -139,6 +151,22 @@ func (d *Distributor) RecvLimits(tenantID string) (maxBytes int, dec rwproto.Lim
 	}
 }
 
+// starting starts the HA tracker, if any: it reads the elections before the
+// first push.
+func (d *Distributor) starting(ctx context.Context) error {
+	if d.ha == nil {
+		return nil
+	}
+	return services.StartAndAwaitRunning(ctx, d.ha)
+}
+
+func (d *Distributor) stopping(error) error {
+	if d.ha == nil {
+		return nil
+	}
+	return services.StopAndAwaitTerminated(context.Background(), d.ha)
+}
+
 // Push validates req, drops its invalid series, and stores the rest. The
 // valid series are stored even when the returned error reports invalid ones.
 func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
@@ -158,7 +186,19 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 		d.receivedExemplars.WithLabelValues(tenantID).Add(float64(exemplars))
 	}
 
-	invalid := d.validate(tenantID, l, req)
+	var (
+		invalid invalidSeries
+		deduped haDeduped
+	)
+	if d.ha != nil && l.AcceptHASamples {
+		if deduped, err = d.dedupe(ctx, tenantID, l, req, &invalid); err != nil {
+			return err
+		}
+	}
+	if inv := d.validate(tenantID, l, req); inv.count > 0 {
+		invalid.count += inv.count - 1
+		invalid.add(inv.first)
+	}
 	d.validMetadata(l, req)
 
 	// Metadata costs like a sample: a metadata-only flood is limited too.
@@ -174,6 +214,9 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 	if len(req.Timeseries) > 0 || len(req.Metadata) > 0 {
 		pushErr = d.pusher.Push(ctx, req)
 	}
+	if pushErr == nil && invalid.count == 0 && deduped.samples > 0 && len(req.Timeseries) == 0 {
+		return deduped.err() // nothing stored: the sender hears why
+	}
 	return combine(pushErr, invalid)
 }
 
@@ -181,6 +224,13 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 type invalidSeries struct {
 	count int
 	first *validation.Error
+}
+
+func (inv *invalidSeries) add(err *validation.Error) {
+	inv.count++
+	if inv.first == nil {
+		inv.first = err
+	}
 }
 
 // validate checks the samples of each series, moves the valid series of req

@@ -44,7 +44,7 @@ func newDistributor(t *testing.T, p rpc.Pusher, tenantLimits string) *Distributo
 	require.NoError(t, yaml.Unmarshal([]byte(tenantLimits), &tl))
 	o, err := limits.NewOverrides(l, tl)
 	require.NoError(t, err)
-	d, err := New(cfg, o, p, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	d, err := New(cfg, o, p, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	d.now = func() time.Time { return now }
 	return d

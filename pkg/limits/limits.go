@@ -32,6 +32,13 @@ type Limits struct {
 	MaxMetadataFamilies    int            `yaml:"max_metadata_families_per_tenant"`
 	NameValidationScheme   string         `yaml:"name_validation_scheme"`
 
+	// HA pairs: with -distributor.ha-tracker.enable, the series carrying
+	// both labels are kept from each cluster's elected replica only.
+	AcceptHASamples bool   `yaml:"accept_ha_samples"`
+	HAClusterLabel  string `yaml:"ha_cluster_label"`
+	HAReplicaLabel  string `yaml:"ha_replica_label"`
+	HAMaxClusters   int    `yaml:"ha_max_clusters"`
+
 	// Query limits: what one query may fetch and span.
 	MaxFetchedSeriesPerQuery     int            `yaml:"max_fetched_series_per_query"`
 	MaxFetchedChunksPerQuery     int            `yaml:"max_fetched_chunks_per_query"`
@@ -64,6 +71,10 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxSeriesPerMetric, "ingester.max-series-per-metric", 0, "Maximum number of active series of one metric name per tenant per ingester. 0 means no limit.")
 	f.Var(&l.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", "How far behind a series' newest sample an out-of-order sample may be and still be accepted. 0 rejects out-of-order samples.")
 	f.StringVar(&l.NameValidationScheme, "validation.name-validation-scheme", "legacy", "Which metric and label names are valid: legacy ([a-zA-Z_:][a-zA-Z0-9_:]*) or utf8 (any UTF-8).")
+	f.BoolVar(&l.AcceptHASamples, "distributor.ha-tracker.accept-ha-samples", true, "With -distributor.ha-tracker.enable, deduplicate the tenant's HA pairs; false stores every replica's samples as sent.")
+	f.StringVar(&l.HAClusterLabel, "distributor.ha-tracker.cluster-label", "cluster", "Label naming the HA cluster (the pair) a series comes from; it is kept.")
+	f.StringVar(&l.HAReplicaLabel, "distributor.ha-tracker.replica-label", "__replica__", "Label naming the replica of its HA cluster a series comes from; it is removed before storage.")
+	f.IntVar(&l.HAMaxClusters, "distributor.ha-tracker.max-clusters", 100, "Maximum number of HA clusters a tenant may have; the series of more are refused. 0 means no limit.")
 	f.IntVar(&l.MaxMetadataFamilies, "ingester.max-metadata-families-per-tenant", 50_000, "Metric families whose metadata (type, help, unit) a tenant's ingester keeps; metadata of more is dropped and counted. 0 means no limit.")
 	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
 	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 0, "Maximum number of distinct series one query may read. 0 means no limit.")
@@ -93,6 +104,10 @@ func (l *Limits) Validate() error {
 	case l.MaxFetchedSeriesPerQuery < 0 || l.MaxFetchedChunksPerQuery < 0 || l.MaxFetchedChunkBytesPerQuery < 0 || l.MaxQueryLength < 0 || l.MaxQueryLookback < 0 || l.QueryShardingTotalShards < 0 ||
 		l.RulerMaxRuleGroupsPerTenant < 0 || l.RulerMaxRulesPerRuleGroup < 0 || l.RulerMinEvaluationInterval < 0 || l.RulerQueryOffset < 0:
 		return fmt.Errorf("query limits must not be negative")
+	case l.AcceptHASamples && (l.HAClusterLabel == "" || l.HAReplicaLabel == "" || l.HAClusterLabel == l.HAReplicaLabel):
+		return fmt.Errorf("the HA cluster and replica labels must be two different names, are %q and %q", l.HAClusterLabel, l.HAReplicaLabel)
+	case l.HAMaxClusters < 0:
+		return fmt.Errorf("the maximum number of HA clusters must not be negative")
 	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":
 		return fmt.Errorf("unknown name validation scheme %q: use legacy or utf8", l.NameValidationScheme)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/grafana/dskit/kv"
+	"github.com/grafana/dskit/kv/codec"
 	"github.com/grafana/dskit/kv/consul"
 	"github.com/grafana/dskit/kv/memberlist"
 	dskitring "github.com/grafana/dskit/ring"
@@ -98,17 +99,23 @@ func (c *Config) Validate() error {
 // NewKV returns the ring's key-value client. An in-memory store belongs to
 // this call alone, so several rings can live in one process (tests).
 func NewKV(c Config, memberlistKV *memberlist.KVInitService, logger *slog.Logger, reg prometheus.Registerer) (kv.Client, error) {
+	return NewKVOf(c, dskitring.GetCodec(), IngesterRingName, memberlistKV, logger, reg)
+}
+
+// NewKVOf returns a client of the ring's key-value store for values of
+// another codec (memberlist must know it), named name in its metrics.
+func NewKVOf(c Config, cd codec.Codec, name string, memberlistKV *memberlist.KVInitService, logger *slog.Logger, reg prometheus.Registerer) (kv.Client, error) {
 	kvCfg := c.KVStore
 	if kvCfg.Store == StoreInMemory {
-		client, _ := consul.NewInMemoryClient(dskitring.GetCodec(), isolog.GoKit(logger), reg)
+		client, _ := consul.NewInMemoryClient(cd, isolog.GoKit(logger), reg)
 		return client, nil
 	}
 	if memberlistKV != nil {
 		kvCfg.MemberlistKV = memberlistKV.GetMemberlistKV
 	}
-	client, err := kv.NewClient(kvCfg, dskitring.GetCodec(), kv.RegistererWithKVName(reg, IngesterRingName), isolog.GoKit(logger))
+	client, err := kv.NewClient(kvCfg, cd, kv.RegistererWithKVName(reg, name), isolog.GoKit(logger))
 	if err != nil {
-		return nil, fmt.Errorf("create %s ring store: %w", kvCfg.Store, err)
+		return nil, fmt.Errorf("create %s %s store: %w", kvCfg.Store, name, err)
 	}
 	return client, nil
 }

@@ -31,6 +31,10 @@ const (
 	CauseTenantLimit
 	// CauseUnavailable means a dependency is not ready: retry later (503).
 	CauseUnavailable
+	// CauseDeduplicated means the samples came from a replica of an HA
+	// pair that is not the elected one: dropped, and not to be sent again
+	// (202).
+	CauseDeduplicated
 )
 
 // String names the cause in metrics and logs.
@@ -42,6 +46,8 @@ func (c Cause) String() string {
 		return "tenant_limit"
 	case CauseUnavailable:
 		return "unavailable"
+	case CauseDeduplicated:
+		return "deduplicated"
 	}
 	return "internal"
 }
@@ -55,6 +61,8 @@ func (c Cause) HTTPStatus() int {
 		return http.StatusTooManyRequests
 	case CauseUnavailable:
 		return http.StatusServiceUnavailable
+	case CauseDeduplicated:
+		return http.StatusAccepted
 	}
 	return http.StatusInternalServerError
 }

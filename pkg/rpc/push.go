@@ -184,6 +184,8 @@ func ToStatus(err error) error {
 		code = codes.ResourceExhausted
 	case CauseUnavailable:
 		code = codes.Unavailable
+	case CauseDeduplicated:
+		code = codes.AlreadyExists
 	}
 	st := status.New(code, err.Error())
 	if withCause, derr := st.WithDetails(&errdetails.ErrorInfo{Domain: causeDomain, Reason: cause.String()}); derr == nil {
@@ -231,7 +233,7 @@ func FromStatus(err error) error {
 }
 
 func causeNamed(name string) Cause {
-	for _, c := range []Cause{CauseBadData, CauseTenantLimit, CauseUnavailable} {
+	for _, c := range []Cause{CauseBadData, CauseTenantLimit, CauseUnavailable, CauseDeduplicated} {
 		if c.String() == name {
 			return c
 		}

@@ -41,13 +41,14 @@ const (
 	TooFarInPast      Reason = "too_far_in_past"
 	InvalidHistogram  Reason = "invalid_native_histogram"
 	NoSamples         Reason = "no_samples"
+	TooManyHAClusters Reason = "too_many_ha_clusters"
 )
 
 // Reasons lists every reason, so metrics can be created up front.
 var Reasons = []Reason{
 	MissingMetricName, InvalidMetricName, InvalidLabelName, InvalidLabelValue, EmptyLabelValue,
 	DuplicateLabel, LabelsNotSorted, TooManyLabels, LabelNameTooLong, LabelValueTooLong,
-	TooFarInFuture, TooFarInPast, InvalidHistogram, NoSamples,
+	TooFarInFuture, TooFarInPast, InvalidHistogram, NoSamples, TooManyHAClusters,
 }
 
 // Error says why one series was rejected.

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
+	"github.com/isobar-tsdb/isobar/ingest/hatracker"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
@@ -225,7 +226,7 @@ func Load(args []string) (*Config, error) {
 	if cfg.Bucket.Filesystem.Dir == "" {
 		cfg.Bucket.Filesystem.Dir = filepath.Join(cfg.DataDir, "bucket")
 	}
-	cfg.Memberlist.Codecs = []codec.Codec{dskitring.GetCodec()}
+	cfg.Memberlist.Codecs = []codec.Codec{dskitring.GetCodec(), hatracker.Codec{}}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

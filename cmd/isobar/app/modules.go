@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/grafana/dskit/dns"
+	"github.com/grafana/dskit/kv"
 	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
@@ -19,6 +20,7 @@ import (
 
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
+	"github.com/isobar-tsdb/isobar/ingest/hatracker"
 	"github.com/isobar-tsdb/isobar/ingest/remotewrite"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
@@ -304,7 +306,18 @@ func (a *App) initDistributor() (services.Service, error) {
 		}
 		pusher = rp
 	}
-	d, err := distributor.New(a.cfg.Distributor, a.overrides, pusher, a.logger, a.reg)
+	var ha *hatracker.Tracker
+	if a.cfg.Distributor.HATracker.Enabled {
+		store, err := ring.NewKVOf(a.cfg.Ring, hatracker.Codec{}, "ha-tracker", a.memberlistKV, a.logger, prometheus.WrapRegistererWithPrefix("isobar_", a.reg))
+		if err != nil {
+			return nil, err
+		}
+		if ha, err = hatracker.New(a.cfg.Distributor.HATracker, kv.PrefixClient(store, hatracker.KVPrefix), a.logger, a.reg); err != nil {
+			return nil, err
+		}
+		a.server.HandleOperator("GET /distributor/ha_tracker", ha)
+	}
+	d, err := distributor.New(a.cfg.Distributor, a.overrides, pusher, ha, a.logger, a.reg)
 	if err != nil {
 		return nil, err
 	}

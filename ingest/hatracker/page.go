@@ -26,7 +26,9 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		Ago                                             time.Duration
 	}
 	elections := t.Elections()
-	slices.SortFunc(elections, func(a, b Status) int { return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Cluster, b.Cluster)) })
+	slices.SortFunc(elections, func(a, b Status) int {
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Cluster, b.Cluster))
+	})
 	now := t.now()
 	data := struct {
 		Failover time.Duration

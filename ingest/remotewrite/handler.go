@@ -1,7 +1,7 @@
-// Package remotewrite serves Prometheus remote write 1.0 over HTTP: it bounds
-// and decompresses the body, decodes it into a pooled request and answers
-// with the status a Prometheus sender acts on (2xx stored, 4xx never retried,
-// 429 and 5xx retried).
+// Package remotewrite serves Prometheus remote write 1.0 and 2.0 over HTTP:
+// it bounds and decompresses the body, decodes it into a pooled request and
+// answers with the status a Prometheus sender acts on (2xx stored, 4xx never
+// retried, 429 and 5xx retried) and, to 2.0 senders, with what was written.
 package remotewrite
 
 import (
@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -93,7 +94,14 @@ func errStatus(code int, format string, args ...any) error {
 
 // ServeHTTP handles POST /api/v1/push.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	err := h.serve(r)
+	written, v2, err := h.serve(r)
+	if v2 {
+		// Every answer to a 2.0 sender says what was written, a partial
+		// write's included.
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(written.samples))
+		w.Header().Set("X-Prometheus-Remote-Write-Histograms-Written", strconv.Itoa(written.histograms))
+		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", strconv.Itoa(written.exemplars))
+	}
 	if err == nil {
 		h.requests.WithLabelValues("2xx", "").Inc()
 		w.WriteHeader(http.StatusNoContent)
@@ -122,17 +130,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, err.Error(), code)
 }
 
-func (h *Handler) serve(r *http.Request) error {
+// written counts what a request stored.
+type written struct{ samples, histograms, exemplars int }
+
+// writtenOf counts what the distributor kept of req after Push returned
+// err: all of it, or on a partial write (400) what passed validation.
+func writtenOf(req *rwproto.Request, err error) written {
+	var w written
+	if err != nil && rpc.CauseOf(err) != rpc.CauseBadData {
+		return w
+	}
+	for i := range req.Timeseries {
+		w.samples += len(req.Timeseries[i].Samples)
+		w.histograms += len(req.Timeseries[i].Histograms)
+		w.exemplars += len(req.Timeseries[i].Exemplars)
+	}
+	return w
+}
+
+// serve stores the request; v2 tells whether it is remote write 2.0.
+func (h *Handler) serve(r *http.Request) (w written, v2 bool, err error) {
 	tenantID, err := tenant.From(r.Context())
 	if err != nil {
-		return errStatus(http.StatusUnauthorized, "%v", err)
+		return w, false, errStatus(http.StatusUnauthorized, "%v", err)
 	}
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-		return err
+	if v2, err = isV2(r.Header.Get("Content-Type")); err != nil {
+		return w, false, err
 	}
 	if n := h.inflight.Add(1); h.limits.MaxInflightRequests > 0 && n > int64(h.limits.MaxInflightRequests) {
 		h.inflight.Add(-1)
-		return errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
+		return w, v2, errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
 	}
 	defer h.inflight.Add(-1)
 	maxBytes, decLimits := h.dist.RecvLimits(tenantID)
@@ -141,7 +168,7 @@ func (h *Handler) serve(r *http.Request) error {
 	held := min(max(r.ContentLength, 0), int64(maxBytes)+1)
 	defer func() { h.inflightBytes.Add(-held) }()
 	if err := h.holdBytes(held); err != nil {
-		return err
+		return w, v2, err
 	}
 
 	b := h.buffers.Get().(*buffers)
@@ -149,22 +176,27 @@ func (h *Handler) serve(r *http.Request) error {
 
 	b.compressed, err = readBody(r, b.compressed[:0], maxBytes)
 	if err != nil {
-		return err
+		return w, v2, err
 	}
 	if more := int64(len(b.compressed)) - held; more > 0 {
 		held += more
 		if err := h.holdBytes(more); err != nil {
-			return err
+			return w, v2, err
 		}
 	}
 	b.body, err = h.decompress(r.Header.Get("Content-Encoding"), b.compressed, b.body, maxBytes)
 	if err != nil {
-		return err
+		return w, v2, err
 	}
-	if err := b.req.Unmarshal(b.body, decLimits); err != nil {
-		return errStatus(http.StatusBadRequest, "decode remote-write request: %v", err)
+	version, decode := "1.0", b.req.Unmarshal
+	if v2 {
+		version, decode = "2.0", b.req.UnmarshalV2
 	}
-	return h.dist.Push(r.Context(), &b.req)
+	if err := decode(b.body, decLimits); err != nil {
+		return w, v2, errStatus(http.StatusBadRequest, "decode remote-write %s request: %v", version, err)
+	}
+	err = h.dist.Push(r.Context(), &b.req)
+	return writtenOf(&b.req, err), v2, err
 }
 
 // holdBytes counts n more bytes in flight, failing past the limit (the
@@ -177,23 +209,34 @@ func (h *Handler) holdBytes(n int64) error {
 	return nil
 }
 
-// checkContentType accepts remote write 1.0. Remote write 2.0 gets 415, which
-// tells a Prometheus 3 sender to fall back to 1.0.
-func checkContentType(ct string) error {
+// The remote-write messages, as the proto parameter of Content-Type names
+// them.
+const (
+	protoV1 = "prometheus.WriteRequest"
+	protoV2 = "io.prometheus.write.v2.Request"
+)
+
+// isV2 tells a remote write 2.0 request from a 1.0 one by its Content-Type;
+// anything else is a 415, which tells a sender what this server takes.
+func isV2(ct string) (bool, error) {
 	if ct == "" {
-		return nil // old senders and curl users leave it out
+		return false, nil // old senders and curl users leave it out
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return errStatus(http.StatusUnsupportedMediaType, "parse Content-Type %q: %v", ct, err)
+		return false, errStatus(http.StatusUnsupportedMediaType, "parse Content-Type %q: %v", ct, err)
 	}
 	if mt != "application/x-protobuf" {
-		return errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: remote write takes application/x-protobuf", mt)
+		return false, errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: remote write takes application/x-protobuf", mt)
 	}
-	if p, ok := params["proto"]; ok && p != "prometheus.WriteRequest" {
-		return errStatus(http.StatusUnsupportedMediaType, "unsupported remote-write message %q: this server takes prometheus.WriteRequest (remote write 1.0)", p)
+	switch p, ok := params["proto"]; {
+	case !ok || p == protoV1:
+		return false, nil
+	case p == protoV2:
+		return true, nil
+	default:
+		return false, errStatus(http.StatusUnsupportedMediaType, "unsupported remote-write message %q: this server takes %s (remote write 1.0) and %s (2.0)", p, protoV1, protoV2)
 	}
-	return nil
 }
 
 // bodyPrealloc is the most memory a declared Content-Length reserves

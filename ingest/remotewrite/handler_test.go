@@ -17,7 +17,9 @@ import (
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
@@ -69,6 +71,21 @@ func body(t testing.TB, series ...string) []byte {
 	return b
 }
 
+func bodyV2(t testing.TB, series ...string) []byte {
+	syms := writev2.NewSymbolTable()
+	req := &writev2.Request{}
+	for _, name := range series {
+		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{
+			LabelsRefs: syms.SymbolizeLabels(labels.FromStrings("__name__", name), nil),
+			Samples:    []writev2.Sample{{Value: 1, Timestamp: 1}},
+		})
+	}
+	req.Symbols = syms.Symbols()
+	b, err := req.Marshal()
+	require.NoError(t, err)
+	return b
+}
+
 func serve(h http.Handler, method string, hdr map[string]string, b []byte) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, "/api/v1/push", bytes.NewReader(b))
 	for k, v := range hdr {
@@ -99,11 +116,13 @@ func TestHandler(t *testing.T) {
 		{name: "no headers means snappy", body: snappy.Encode(nil, valid), wantCode: 204, wantSeries: 2},
 		{name: "rw1 proto param", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, body: snappy.Encode(nil, valid), wantCode: 204, wantSeries: 2},
 		{name: "zstd", hdr: map[string]string{"Content-Encoding": "zstd"}, body: zenc.EncodeAll(valid, nil), wantCode: 204, wantSeries: 2},
-		{name: "rw2", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, body: snappy.Encode(nil, valid), wantCode: 415, wantMsg: "remote write 1.0"},
+		{name: "rw2", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, body: snappy.Encode(nil, bodyV2(t, "up", "node_load1")), wantCode: 204, wantSeries: 2},
+		{name: "rw2 bad symbols", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, body: snappy.Encode(nil, []byte("\x22\x01x")), wantCode: 400, wantMsg: "decode remote-write 2.0 request: the symbols table must start with the empty string"},
+		{name: "unknown message", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, body: snappy.Encode(nil, valid), wantCode: 415, wantMsg: "this server takes prometheus.WriteRequest (remote write 1.0) and io.prometheus.write.v2.Request (2.0)"},
 		{name: "json", hdr: map[string]string{"Content-Type": "application/json"}, body: valid, wantCode: 415, wantMsg: "application/x-protobuf"},
 		{name: "gzip", hdr: map[string]string{"Content-Encoding": "gzip"}, body: valid, wantCode: 415, wantMsg: "snappy or zstd"},
 		{name: "not snappy", body: []byte("\xff\xff\xff\xff\xffhello"), wantCode: 400, wantMsg: "decode snappy body"},
-		{name: "not protobuf", body: snappy.Encode(nil, []byte("\x0a\x7fhello")), wantCode: 400, wantMsg: "decode remote-write request"},
+		{name: "not protobuf", body: snappy.Encode(nil, []byte("\x0a\x7fhello")), wantCode: 400, wantMsg: "decode remote-write 1.0 request"},
 		{name: "not zstd", hdr: map[string]string{"Content-Encoding": "zstd"}, body: []byte("nope"), wantCode: 400, wantMsg: "zstd"},
 		{name: "compressed too large", body: snappy.Encode(nil, bytes.Repeat(big, 2)), wantCode: 413, wantMsg: "-distributor.max-recv-msg-size"},
 		{name: "decompressed too large", body: snappy.Encode(nil, bytes.Repeat([]byte{0}, 8000)), wantCode: 413, wantMsg: "decompressed body of 8000 bytes"},
@@ -156,13 +175,17 @@ func TestHandlerReusesBuffersSafely(t *testing.T) {
 // FuzzHandler feeds arbitrary bodies through the handler: whatever arrives,
 // the answer is a 2xx or 4xx, never a 5xx or a crash.
 func FuzzHandler(f *testing.F) {
-	f.Add(snappy.Encode(nil, body(f, "up")), false)
-	f.Add(body(f, "up"), false)
-	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00}, true)
-	f.Fuzz(func(t *testing.T, b []byte, zstdEncoding bool) {
+	f.Add(snappy.Encode(nil, body(f, "up")), false, false)
+	f.Add(body(f, "up"), false, false)
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00}, true, false)
+	f.Add(snappy.Encode(nil, bodyV2(f, "up")), false, true)
+	f.Fuzz(func(t *testing.T, b []byte, zstdEncoding, v2 bool) {
 		hdr := map[string]string{}
 		if zstdEncoding {
 			hdr["Content-Encoding"] = "zstd"
+		}
+		if v2 {
+			hdr["Content-Type"] = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 		}
 		rec := serve(New(&recorder{max: 1 << 16}, slog.New(slog.DiscardHandler), nil), http.MethodPost, hdr, b)
 		require.Less(t, rec.Code, 500, rec.Body.String())
@@ -248,4 +271,40 @@ func TestInstanceLimits(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	require.Contains(t, rec.Body.String(), "-distributor.instance-limits.max-inflight-push-requests-bytes")
 	require.Zero(t, h.inflightBytes.Load(), "every byte held is given back")
+}
+
+// keepFirst is a Distributor that keeps the first series of a request and
+// reports the others invalid, as validation does.
+type keepFirst struct{ recorder }
+
+func (k *keepFirst) Push(_ context.Context, req *rwproto.Request) error {
+	if len(req.Timeseries) > 1 {
+		req.Timeseries = req.Timeseries[:1]
+		return rpc.Errorf(rpc.CauseBadData, "series failed validation")
+	}
+	return nil
+}
+
+// A 2.0 sender hears what was written on every answer, a partial write's
+// included; a 1.0 sender gets no such headers.
+func TestHandlerTellsV2SendersWhatWasWritten(t *testing.T) {
+	h := New(&keepFirst{recorder{max: 4096}}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	v2 := map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}
+	for _, tc := range []struct {
+		series   []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"up"}, 204, "1"},
+		{[]string{"up", "node_load1", "node_load5"}, 400, "1"},
+	} {
+		rec := serve(h, http.MethodPost, v2, snappy.Encode(nil, bodyV2(t, tc.series...)))
+		require.Equal(t, tc.wantCode, rec.Code, rec.Body.String())
+		require.Equal(t, tc.want, rec.Header().Get("X-Prometheus-Remote-Write-Samples-Written"))
+		require.Equal(t, "0", rec.Header().Get("X-Prometheus-Remote-Write-Histograms-Written"))
+		require.Equal(t, "0", rec.Header().Get("X-Prometheus-Remote-Write-Exemplars-Written"))
+	}
+	rec := serve(h, http.MethodPost, nil, snappy.Encode(nil, body(t, "up")))
+	require.Equal(t, 204, rec.Code)
+	require.Empty(t, rec.Header().Get("X-Prometheus-Remote-Write-Samples-Written"))
 }

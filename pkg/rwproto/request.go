@@ -1,5 +1,6 @@
 // Package rwproto decodes Prometheus remote-write 1.0 requests
-// (prometheus.WriteRequest) without allocating per series or per sample.
+// (prometheus.WriteRequest) without allocating per series or per sample,
+// and 2.0 requests (io.prometheus.write.v2.Request) into the same shape.
 //
 // Label names and values in a decoded Request point into the buffer it was
 // decoded from: they are valid only while that buffer is neither reused nor
@@ -22,6 +23,8 @@ import (
 type Request struct {
 	Timeseries []TimeSeries
 	Metadata   []Metadata
+
+	v2 v2State // what UnmarshalV2 reuses
 }
 
 // TimeSeries is one series of a request with its samples.
@@ -42,6 +45,9 @@ type TimeSeries struct {
 type Sample struct {
 	Timestamp int64
 	Value     float64
+	// StartTimestamp is when the counter the sample belongs to started
+	// (remote write 2.0's created timestamp); 0 when not sent.
+	StartTimestamp int64
 }
 
 // Exemplar is one exemplar of a series.
@@ -372,6 +378,12 @@ func (s *Sample) unmarshal(b []byte) error {
 				return err
 			}
 			s.Timestamp = int64(v)
+		case field == 3 && wire == wireVarint:
+			v, err := d.varint()
+			if err != nil {
+				return err
+			}
+			s.StartTimestamp = int64(v)
 		default:
 			if err := d.skip(wire); err != nil {
 				return err

@@ -43,6 +43,7 @@ type Config struct {
 	MetadataRetainPeriod time.Duration  `yaml:"metadata_retain_period"`
 	StripeSize           int            `yaml:"stripe_size"`
 	IsolationEnabled     bool           `yaml:"isolation_enabled"`
+	CreatedTimestampZero bool           `yaml:"created_timestamp_zero_ingestion"`
 	OpenConcurrency      int            `yaml:"open_concurrency"`
 	ShipInterval         time.Duration  `yaml:"ship_interval"`
 	MaxTenants           int            `yaml:"max_tenants"`
@@ -58,6 +59,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.CloseIdleTenantAfter, "ingester.close-idle-tenant-after", time.Hour, "Flush and close the head of a tenant that received no write for this long. 0 keeps heads open.")
 	f.DurationVar(&c.MetadataRetainPeriod, "ingester.metadata-retain-period", 10*time.Minute, "Forget metric metadata not received again for this long.")
 	f.IntVar(&c.StripeSize, "ingester.stripe-size", 16384, "Number of lock stripes of each tenant's series map (power of two): more for tenants with millions of series, fewer for many small tenants.")
+	f.BoolVar(&c.CreatedTimestampZero, "ingester.created-timestamp-zero-ingestion", false, "Store a 0 sample at the created (start) timestamp that a remote write 2.0 sender gives a counter's samples, as Prometheus' created-timestamp-zero-ingestion does, so that rate() sees a counter's first increase.")
 	f.BoolVar(&c.IsolationEnabled, "ingester.isolation-enabled", false, "Hide the samples of a push from queries until all of it is appended. Costs CPU on every append and memory for every series.")
 	f.IntVar(&c.OpenConcurrency, "ingester.open-concurrency", 4, "How many tenants' WALs are replayed at once on start.")
 	f.DurationVar(&c.ShipInterval, "ingester.ship-interval", time.Minute, "How often new blocks are looked for and shipped to the bucket. 0 ships none.")
@@ -473,6 +475,7 @@ func (i *Ingester) open(t *tenantDB) error {
 	opts.EnableOverlappingCompaction = false
 	opts.EnableSharding = true // query sharding: 8 bytes a series for its label hash
 	opts.IsolationDisabled = !i.cfg.IsolationEnabled
+	opts.EnableSTAsZeroSample = i.cfg.CreatedTimestampZero
 	opts.WALCompression = compression.None
 	if i.cfg.WALCompression {
 		opts.WALCompression = compression.Snappy

@@ -499,3 +499,29 @@ func TestNewLimitsApplyToOpenTenants(t *testing.T) {
 	require.Eventually(t, func() bool { return o.For("team-a").OutOfOrderTimeWindow == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Error(t, push(t0-5*60000, "t0"), "the window is gone again")
 }
+
+// A created timestamp forwarded with a sample (remote write 2.0) becomes a
+// 0 sample at that time with -ingester.created-timestamp-zero-ingestion,
+// and nothing without it.
+func TestCreatedTimestampZeroIngestion(t *testing.T) {
+	for _, zero := range []bool{false, true} {
+		cfg, l := testConfig(t, t.TempDir())
+		cfg.CreatedTimestampZero = zero
+		ing := startIngester(t, cfg, l, nil)
+		ctx := tenant.With(context.Background(), "team-a")
+		ts := rwproto.TimeSeries{
+			Labels:    []labels.Label{{Name: "__name__", Value: "requests_total"}},
+			NumLabels: 1,
+			Samples:   []rwproto.Sample{{Timestamp: t0, Value: 5, StartTimestamp: t0 - 30_000}},
+		}
+		raw, err := ts.Encode()
+		require.NoError(t, err)
+		require.NoError(t, ing.PushBody(ctx, rwproto.AppendSeries(nil, raw)))
+		want := []point{{t0, 5}}
+		if zero {
+			want = []point{{t0 - 30_000, 0}, {t0, 5}}
+		}
+		require.Equal(t, map[string][]point{`{__name__="requests_total"}`: want}, readAll(t, ing, "team-a"), "zero ingestion %v", zero)
+		stop(t, ing)
+	}
+}

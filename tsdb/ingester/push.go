@@ -111,7 +111,7 @@ func (i *Ingester) appendSeries(t *tenantDB, l *limits.Limits, app storage.Appen
 
 	ref := e.ref
 	for _, s := range ts.Samples {
-		r, err := app.Append(ref, e.lset, 0, s.Timestamp, s.Value, nil, nil, storage.AOptions{})
+		r, err := app.Append(ref, e.lset, s.StartTimestamp, s.Timestamp, s.Value, nil, nil, storage.AOptions{})
 		if err != nil {
 			fails.add(err, e.lset, s.Timestamp)
 			continue

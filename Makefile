@@ -5,6 +5,8 @@ BIN      := isobar
 FUZZTIME ?= 100000x
 # The S3 server of the tests; scripts/install-test-deps.sh installs it there.
 VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
+# Prometheus 3, built from the prometheus module by the same script.
+PROMETHEUS3 ?= $(shell $(GO) env GOPATH)/bin/prometheus3
 
 .PHONY: all build run run-cluster test test-deps rules unit race e2e fuzz bench bench-go vet clean
 
@@ -60,7 +62,7 @@ fuzz:
 
 # End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.
 e2e: build
-	ISOBAR_BIN=$(CURDIR)/$(BIN) ISOBAR_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
+	ISOBAR_BIN=$(CURDIR)/$(BIN) ISOBAR_VERSITYGW=$(VERSITYGW) ISOBAR_PROMETHEUS3=$(PROMETHEUS3) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
 
 # Go micro-benchmarks of the hot paths.
 bench-go:

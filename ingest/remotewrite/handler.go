@@ -73,8 +73,8 @@ func New(dist Distributor, logger *slog.Logger, reg prometheus.Registerer) *Hand
 		logger: logger.With("component", "remotewrite"),
 		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_distributor_push_requests_total",
-			Help: "Remote-write requests by response status class and cause.",
-		}, []string{"code", "cause"}),
+			Help: "Remote-write requests by response status class, cause and protocol version (1.0 or 2.0).",
+		}, []string{"code", "cause", "version"}),
 	}
 	h.buffers.New = func() any { return &buffers{} }
 	return h
@@ -95,7 +95,9 @@ func errStatus(code int, format string, args ...any) error {
 // ServeHTTP handles POST /api/v1/push.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	written, v2, err := h.serve(r)
+	version := "1.0"
 	if v2 {
+		version = "2.0"
 		// Every answer to a 2.0 sender says what was written, a partial
 		// write's included.
 		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(written.samples))
@@ -103,7 +105,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", strconv.Itoa(written.exemplars))
 	}
 	if err == nil {
-		h.requests.WithLabelValues("2xx", "").Inc()
+		h.requests.WithLabelValues("2xx", "", version).Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -121,7 +123,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c := rpc.CauseOf(err)
 		code, cause = c.HTTPStatus(), c.String()
 	}
-	h.requests.WithLabelValues(fmt.Sprintf("%dxx", code/100), cause).Inc()
+	h.requests.WithLabelValues(fmt.Sprintf("%dxx", code/100), cause, version).Inc()
 	if code >= 500 {
 		h.logger.Error("push failed", "err", err)
 	} else {
@@ -133,19 +135,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // written counts what a request stored.
 type written struct{ samples, histograms, exemplars int }
 
-// writtenOf counts what the distributor kept of req after Push returned
-// err: all of it, or on a partial write (400) what passed validation.
-func writtenOf(req *rwproto.Request, err error) written {
+// count counts the samples, histograms and exemplars of req.
+func count(req *rwproto.Request) written {
 	var w written
-	if err != nil && rpc.CauseOf(err) != rpc.CauseBadData {
-		return w
-	}
 	for i := range req.Timeseries {
 		w.samples += len(req.Timeseries[i].Samples)
 		w.histograms += len(req.Timeseries[i].Histograms)
 		w.exemplars += len(req.Timeseries[i].Exemplars)
 	}
 	return w
+}
+
+// writtenOf says what a request of sent samples stored, given what Push
+// left of req and the error it returned: all of them when it succeeded or
+// dropped them as an HA replica's (a 2.0 sender takes a 2xx that wrote
+// nothing for a receiver that ignored its message), on a partial write
+// (400) what passed validation, else nothing.
+func writtenOf(sent written, req *rwproto.Request, err error) written {
+	switch {
+	case err == nil || rpc.IsCause(err, rpc.CauseDeduplicated):
+		return sent
+	case rpc.IsCause(err, rpc.CauseBadData):
+		return count(req)
+	}
+	return written{}
 }
 
 // serve stores the request; v2 tells whether it is remote write 2.0.
@@ -195,8 +208,9 @@ func (h *Handler) serve(r *http.Request) (w written, v2 bool, err error) {
 	if err := decode(b.body, decLimits); err != nil {
 		return w, v2, errStatus(http.StatusBadRequest, "decode remote-write %s request: %v", version, err)
 	}
+	sent := count(&b.req)
 	err = h.dist.Push(r.Context(), &b.req)
-	return writtenOf(&b.req, err), v2, err
+	return writtenOf(sent, &b.req, err), v2, err
 }
 
 // holdBytes counts n more bytes in flight, failing past the limit (the

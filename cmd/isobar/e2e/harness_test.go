@@ -353,7 +353,12 @@ const promAddrPlaceholder = "{{PROMETHEUS_ADDR}}"
 // port of 127.0.0.1 and a TSDB in a temp dir, and waits for /-/ready.
 func startPrometheus(t *testing.T, configYAML string, extraFlags ...string) *prometheus {
 	t.Helper()
-	bin := prometheusBin(t)
+	return startPrometheusBin(t, prometheusBin(t), configYAML, extraFlags...)
+}
+
+// startPrometheusBin is startPrometheus with the Prometheus binary bin.
+func startPrometheusBin(t *testing.T, bin, configYAML string, extraFlags ...string) *prometheus {
+	t.Helper()
 	dir := t.TempDir()
 	// The port is free when chosen but may be taken before Prometheus binds
 	// it: retry with another port in that case.
@@ -409,6 +414,22 @@ func prometheusBin(t *testing.T) string {
 		t.Fatalf("prometheus is not on PATH (%v): the end-to-end tests need Debian's Prometheus; run `make test-deps` (scripts/install-test-deps.sh)", err)
 	}
 	return bin
+}
+
+// prometheus3Bin finds the Prometheus 3 that scripts/install-test-deps.sh
+// builds from the prometheus module (Debian's is 2.42, without remote write
+// 2.0), or fails the test.
+func prometheus3Bin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("ISOBAR_PROMETHEUS3")
+	if bin == "" {
+		bin = "prometheus3"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Fatalf("no Prometheus 3 at ISOBAR_PROMETHEUS3 or prometheus3 on PATH (%v): the remote write 2.0 tests need it; run `make test-deps` (scripts/install-test-deps.sh)", err)
+	}
+	return path
 }
 
 // freeAddr returns 127.0.0.1:PORT for a process that cannot pick its own

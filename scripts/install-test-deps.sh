@@ -7,9 +7,15 @@
 # - versitygw, an S3 server, through the Go module proxy: it holds the
 #   bucket of the S3 client tests and of the long-term storage end-to-end
 #   tests. It lands in $(go env GOPATH)/bin.
+# - Prometheus 3, built from the prometheus module (Debian's is 2.42, which
+#   has no remote write 2.0): the 2.0 sender and reference receiver of the
+#   end-to-end tests, as $(go env GOPATH)/bin/prometheus3. v0.309.1 is the
+#   newest whose server the module proxy lets us build (shared notes).
 set -euo pipefail
 
 VERSITYGW_VERSION=v1.8.0
+PROMETHEUS3_VERSION=v0.309.1 # = Prometheus 3.9.1
+PROMETHEUS3_RELEASE=3.9.1
 gobin="$(go env GOPATH)/bin"
 
 need=()
@@ -36,3 +42,14 @@ if [ ! -x "$gobin/versitygw" ]; then
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 "$gobin/versitygw" --version 2>&1 | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
+
+if ! "$gobin/prometheus3" --version 2>/dev/null | sed -n 1p | grep -q "version $PROMETHEUS3_RELEASE "; then
+  echo "building Prometheus 3 from github.com/prometheus/prometheus@$PROMETHEUS3_VERSION (a few minutes on a cold module cache)"
+  wrapper=$(mktemp -d)
+  trap 'rm -rf "$wrapper"' EXIT
+  printf 'module isobar.test/prometheus3\n\ngo %s\n' "$(go env GOVERSION | sed 's/^go//')" >"$wrapper/go.mod"
+  (cd "$wrapper" && go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS3_VERSION" \
+    && go build -ldflags "-X github.com/prometheus/common/version.Version=$PROMETHEUS3_RELEASE" \
+      -o "$gobin/prometheus3" github.com/prometheus/prometheus/cmd/prometheus)
+fi
+"$gobin/prometheus3" --version 2>&1 | sed -n 1p

@@ -73,8 +73,8 @@ func New(dist Distributor, logger *slog.Logger, reg prometheus.Registerer) *Hand
 		logger: logger.With("component", "remotewrite"),
 		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_distributor_push_requests_total",
-			Help: "Remote-write requests by response status class, cause and protocol version (1.0 or 2.0).",
-		}, []string{"code", "cause", "version"}),
+			Help: "Push requests by response status class, cause and protocol (remote_write_1.0, remote_write_2.0, otlp).",
+		}, []string{"code", "cause", "protocol"}),
 	}
 	h.buffers.New = func() any { return &buffers{} }
 	return h
@@ -92,12 +92,19 @@ func errStatus(code int, format string, args ...any) error {
 	return &statusError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// The protocols, as isobar_distributor_push_requests_total names them.
+const (
+	protocolRW1  = "remote_write_1.0"
+	protocolRW2  = "remote_write_2.0"
+	protocolOTLP = "otlp"
+)
+
 // ServeHTTP handles POST /api/v1/push.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	written, v2, err := h.serve(r)
-	version := "1.0"
+	protocol := protocolRW1
 	if v2 {
-		version = "2.0"
+		protocol = protocolRW2
 		// Every answer to a 2.0 sender says what was written, a partial
 		// write's included.
 		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(written.samples))
@@ -105,10 +112,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", strconv.Itoa(written.exemplars))
 	}
 	if err == nil {
-		h.requests.WithLabelValues("2xx", "", version).Inc()
+		h.requests.WithLabelValues("2xx", "", protocol).Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	h.fail(w, err, protocol)
+}
+
+// fail answers a push that err ended with the status its sender acts on.
+func (h *Handler) fail(w http.ResponseWriter, err error, protocol string) {
 	code, cause := http.StatusInternalServerError, "internal"
 	var se *statusError
 	switch {
@@ -123,11 +135,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c := rpc.CauseOf(err)
 		code, cause = c.HTTPStatus(), c.String()
 	}
-	h.requests.WithLabelValues(fmt.Sprintf("%dxx", code/100), cause, version).Inc()
+	h.requests.WithLabelValues(fmt.Sprintf("%dxx", code/100), cause, protocol).Inc()
 	if code >= 500 {
-		h.logger.Error("push failed", "err", err)
+		h.logger.Error("push failed", "protocol", protocol, "err", err)
 	} else {
-		h.logger.Debug("push rejected", "status", code, "err", err)
+		h.logger.Debug("push rejected", "protocol", protocol, "status", code, "err", err)
 	}
 	http.Error(w, err.Error(), code)
 }

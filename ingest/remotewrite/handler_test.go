@@ -87,7 +87,11 @@ func bodyV2(t testing.TB, series ...string) []byte {
 }
 
 func serve(h http.Handler, method string, hdr map[string]string, b []byte) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, "/api/v1/push", bytes.NewReader(b))
+	return serveAt(h, "/api/v1/push", method, hdr, b)
+}
+
+func serveAt(h http.Handler, path, method string, hdr map[string]string, b []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, bytes.NewReader(b))
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}

@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/grafana/dskit/flagext"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/otlptranslator"
 	"gopkg.in/yaml.v3"
 )
 
@@ -38,6 +41,15 @@ type Limits struct {
 	HAClusterLabel  string `yaml:"ha_cluster_label"`
 	HAReplicaLabel  string `yaml:"ha_replica_label"`
 	HAMaxClusters   int    `yaml:"ha_max_clusters"`
+
+	// OTLP: how OpenTelemetry metrics become series (Prometheus' OTLP
+	// settings, per tenant).
+	OTLPPromoteResourceAttributes         flagext.StringSliceCSV `yaml:"otlp_promote_resource_attributes"`
+	OTLPKeepIdentifyingResourceAttributes bool                   `yaml:"otlp_keep_identifying_resource_attributes"`
+	OTLPTranslationStrategy               string                 `yaml:"otlp_translation_strategy"`
+	OTLPConvertHistogramsToNHCB           bool                   `yaml:"otlp_convert_histograms_to_nhcb"`
+	OTLPDisableTargetInfo                 bool                   `yaml:"otlp_disable_target_info"`
+	OTLPAcceptDeltaTemporality            bool                   `yaml:"otlp_accept_delta_temporality"`
 
 	// Query limits: what one query may fetch and span.
 	MaxFetchedSeriesPerQuery     int            `yaml:"max_fetched_series_per_query"`
@@ -75,6 +87,12 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&l.HAClusterLabel, "distributor.ha-tracker.cluster-label", "cluster", "Label naming the HA cluster (the pair) a series comes from; it is kept.")
 	f.StringVar(&l.HAReplicaLabel, "distributor.ha-tracker.replica-label", "__replica__", "Label naming the replica of its HA cluster a series comes from; it is removed before storage.")
 	f.IntVar(&l.HAMaxClusters, "distributor.ha-tracker.max-clusters", 100, "Maximum number of HA clusters a tenant may have; the series of more are refused. 0 means no limit.")
+	f.Var(&l.OTLPPromoteResourceAttributes, "distributor.otlp.promote-resource-attributes", "Comma-separated OpenTelemetry resource attributes that become labels of every series of their resource (service.name and service.instance.id always become job and instance).")
+	f.BoolVar(&l.OTLPKeepIdentifyingResourceAttributes, "distributor.otlp.keep-identifying-resource-attributes", false, "Keep service.name, service.namespace and service.instance.id as labels of target_info too.")
+	f.StringVar(&l.OTLPTranslationStrategy, "distributor.otlp.translation-strategy", string(otlptranslator.UnderscoreEscapingWithSuffixes), "How OpenTelemetry metric and attribute names become Prometheus names: UnderscoreEscapingWithSuffixes (unit and type suffixes, invalid characters to _), UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes or NoTranslation (the last two need -validation.name-validation-scheme=utf8).")
+	f.BoolVar(&l.OTLPConvertHistogramsToNHCB, "distributor.otlp.convert-histograms-to-nhcb", false, "Store OpenTelemetry explicit-bucket histograms as native histograms with custom buckets instead of classic _bucket series.")
+	f.BoolVar(&l.OTLPDisableTargetInfo, "distributor.otlp.disable-target-info", false, "Do not write the target_info series of each OpenTelemetry resource's attributes.")
+	f.BoolVar(&l.OTLPAcceptDeltaTemporality, "distributor.otlp.accept-delta-temporality", false, "Store the samples of OpenTelemetry sums and histograms of delta temporality as they come (of type unknown); without it they are refused with a 400 that names them.")
 	f.IntVar(&l.MaxMetadataFamilies, "ingester.max-metadata-families-per-tenant", 50_000, "Metric families whose metadata (type, help, unit) a tenant's ingester keeps; metadata of more is dropped and counted. 0 means no limit.")
 	f.IntVar(&l.MaxExemplars, "ingester.max-exemplars", 100_000, "Maximum number of exemplars kept in memory per tenant. 0 disables exemplar storage.")
 	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 0, "Maximum number of distinct series one query may read. 0 means no limit.")
@@ -106,6 +124,9 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("query limits must not be negative")
 	case l.AcceptHASamples && (l.HAClusterLabel == "" || l.HAReplicaLabel == "" || l.HAClusterLabel == l.HAReplicaLabel):
 		return fmt.Errorf("the HA cluster and replica labels must be two different names, are %q and %q", l.HAClusterLabel, l.HAReplicaLabel)
+	case !slices.Contains([]otlptranslator.TranslationStrategyOption{otlptranslator.UnderscoreEscapingWithSuffixes, otlptranslator.UnderscoreEscapingWithoutSuffixes,
+		otlptranslator.NoUTF8EscapingWithSuffixes, otlptranslator.NoTranslation}, otlptranslator.TranslationStrategyOption(l.OTLPTranslationStrategy)):
+		return fmt.Errorf("unknown OTLP translation strategy %q: use UnderscoreEscapingWithSuffixes, UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes or NoTranslation", l.OTLPTranslationStrategy)
 	case l.HAMaxClusters < 0:
 		return fmt.Errorf("the maximum number of HA clusters must not be negative")
 	case l.NameValidationScheme != "legacy" && l.NameValidationScheme != "utf8":

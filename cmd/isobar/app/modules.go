@@ -328,6 +328,7 @@ func (a *App) initDistributor() (services.Service, error) {
 	})
 	a.server.mux.Handle("POST /api/v1/push", push)
 	a.server.mux.Handle("POST /api/v1/write", push)
+	a.server.mux.Handle("POST /otlp/v1/metrics", push.OTLP(a.overrides))
 	return d, nil
 }
 

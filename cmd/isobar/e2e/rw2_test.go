@@ -93,8 +93,8 @@ remote_write:
 	require.Positive(t, sent)
 	_, isoMetrics, err := httpGet(iso.URL+"/metrics", nil)
 	require.NoError(t, err)
-	require.Regexp(t, `isobar_distributor_push_requests_total\{cause="",code="2xx",version="2.0"\} [1-9]`, isoMetrics, "the sender spoke 2.0")
-	require.NotContains(t, isoMetrics, `version="1.0"`)
+	require.Regexp(t, `isobar_distributor_push_requests_total\{cause="",code="2xx",protocol="remote_write_2.0"\} [1-9]`, isoMetrics, "the sender spoke 2.0")
+	require.NotContains(t, isoMetrics, `protocol="remote_write_1.0"`)
 }
 
 // rawSamples returns the raw samples of a range selector at t, one line a

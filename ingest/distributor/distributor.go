@@ -248,10 +248,11 @@ func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.R
 		droppedExemplars += dropped
 		if err == nil && dropped > 0 && len(ts.Labels) == ts.NumLabels {
 			// Ingesters get a series' bytes, which still hold the
-			// dropped exemplars: they must get what is left instead. (A
-			// series with more labels than were kept is refused by them
-			// whole, as by the single binary.)
-			ts.Raw, err = reencode(ts)
+			// dropped exemplars: they must get what is left instead,
+			// encoded again when forwarded. (A series with more labels
+			// than were kept is refused by them whole, as by the single
+			// binary.)
+			ts.Raw = nil
 		}
 		if err != nil {
 			inv.count++
@@ -273,16 +274,6 @@ func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.R
 		d.discardedExempl.WithLabelValues(tenantID).Add(float64(droppedExemplars))
 	}
 	return inv
-}
-
-// reencode encodes a series the validation changed.
-func reencode(ts *rwproto.TimeSeries) ([]byte, *validation.Error) {
-	raw, err := ts.Encode()
-	if err != nil {
-		// Only a native histogram can fail to encode.
-		return nil, validation.Rejected(validation.InvalidHistogram, ts, err)
-	}
-	return raw, nil
 }
 
 // validMetadata drops metadata without a family name or with oversized text.

@@ -57,12 +57,7 @@ func (d *Distributor) dedupe(ctx context.Context, tenantID string, l *limits.Lim
 			case hatracker.Accept:
 				ts.Labels = slices.Delete(ts.Labels, at, at+1)
 				ts.NumLabels--
-				var verr *validation.Error
-				if ts.Raw, verr = reencode(ts); verr != nil {
-					inv.add(verr)
-					d.discardedSamples.WithLabelValues(tenantID, string(verr.Reason)).Add(float64(len(ts.Samples) + len(ts.Histograms)))
-					keep = false
-				}
+				ts.Raw = nil // encoded again when forwarded
 			case hatracker.Drop:
 				n := len(ts.Samples) + len(ts.Histograms)
 				out.samples += n

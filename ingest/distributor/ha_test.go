@@ -31,6 +31,9 @@ import (
 type labelsPusher struct{ got []string }
 
 func (p *labelsPusher) Push(_ context.Context, req *rwproto.Request) error {
+	if err := req.EncodeRaw(); err != nil { // as the ring pusher does
+		return err
+	}
 	for _, ts := range req.Timeseries {
 		var back rwproto.Request
 		if err := back.Unmarshal(rwproto.AppendSeries(nil, ts.Raw), rwproto.Limits{MaxLabelsPerSeries: 100}); err != nil {

@@ -171,6 +171,11 @@ func (p *RingPusher) Push(ctx context.Context, req *rwproto.Request) error {
 	if err != nil {
 		return rpc.Errorf(rpc.CauseBadData, "%v", err)
 	}
+	// Series decoded from remote write 2.0 or built from OTLP are encoded
+	// for the ingesters here, in the one process that forwards them.
+	if err := req.EncodeRaw(); err != nil {
+		return rpc.Errorf(rpc.CauseBadData, "encode for the ingesters: %v", err)
+	}
 	b := p.batches.Get().(*batch)
 	b.keys, b.spans, b.buf, b.descs = b.keys[:0], b.spans[:0], b.buf[:0], b.descs[:0]
 	for i := range req.Timeseries {

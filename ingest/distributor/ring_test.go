@@ -125,6 +125,26 @@ func TestRingPushReplicatesToEveryOwner(t *testing.T) {
 	})
 }
 
+// Series without their own bytes (remote write 2.0, OTLP, or changed by
+// validation) are encoded for the ingesters, which get them whole.
+func TestRingPushEncodesSeriesWithoutBytes(t *testing.T) {
+	eachLookup(t, func(t *testing.T, indexed bool) {
+		ings, p := cluster(t, 3, 3, indexed)
+		all := names(50)
+		req := decoded(t, all...)
+		for i := range req.Timeseries {
+			if i%2 == 0 {
+				req.Timeseries[i].Raw = nil
+			}
+		}
+		require.NoError(t, p.Push(ctxA, req))
+		for _, ing := range ings {
+			require.Eventually(t, func() bool { return len(ing.names()) == len(all) }, 5*time.Second, 10*time.Millisecond)
+			require.Equal(t, all, ing.names())
+		}
+	})
+}
+
 func TestRingPushShardsWithRF1(t *testing.T) {
 	eachLookup(t, func(t *testing.T, indexed bool) {
 		ings, p := cluster(t, 3, 1, indexed)

@@ -137,11 +137,7 @@ func (h *Handler) serveOTLP(r *http.Request, overrides *limits.Overrides) (conte
 	if refused == nil && convErr != nil {
 		refused = fmt.Errorf("some metrics could not be translated and are not stored: %w", convErr)
 	}
-	rw, err := c.request()
-	if err != nil {
-		return contentType, errStatus(http.StatusBadRequest, "%v", err)
-	}
-	if len(rw.Timeseries) > 0 || len(rw.Metadata) > 0 {
+	if rw := &c.req; len(rw.Timeseries) > 0 || len(rw.Metadata) > 0 {
 		if err := h.dist.Push(r.Context(), rw); err != nil {
 			return contentType, err
 		}
@@ -298,28 +294,6 @@ func (c *otlpCollector) series(ls labels.Labels) (int, error) {
 	i := len(c.lsets) - 1
 	c.index[hash] = append(c.index[hash], i)
 	return i, nil
-}
-
-// request encodes what was gathered, each series and metadata as remote
-// write 1.0 for the ingesters.
-func (c *otlpCollector) request() (*rwproto.Request, error) {
-	var arena []byte
-	for i := range c.req.Timeseries {
-		ts := &c.req.Timeseries[i]
-		start := len(arena)
-		var err error
-		if arena, err = ts.AppendEncoded(arena); err != nil {
-			return nil, err
-		}
-		ts.Raw = arena[start:len(arena):len(arena)]
-	}
-	for i := range c.req.Metadata {
-		m := &c.req.Metadata[i]
-		start := len(arena)
-		arena = m.AppendEncodedMetadata(arena)
-		m.Raw = arena[start:len(arena):len(arena)]
-	}
-	return &c.req, nil
 }
 
 // Commit and Rollback do nothing: the handler pushes what was gathered.

@@ -28,29 +28,35 @@ var ErrBadSymbols = errors.New("the symbols table must start with the empty stri
 
 // UnmarshalV2 decodes buf, an io.prometheus.write.v2.Request, into r in
 // the shape of a 1.0 request: labels, exemplar labels, help and unit are
-// resolved through the symbols table (strings still point into buf), the
-// series' metadata become the request's metadata, one per metric family,
-// and each series' and metadata's Raw is its 1.0 encoding, which is what
-// ingesters take. Created (start) timestamps of samples are kept.
+// resolved through the symbols table (strings still point into buf), and
+// the series' metadata become the request's metadata, one per metric
+// family. Created (start) timestamps of samples are kept. Series and
+// metadata have no Raw: EncodeRaw makes it when they are to be forwarded.
 func (r *Request) UnmarshalV2(buf []byte, lim Limits) error {
 	r.Reset()
 	st := &r.v2
-	st.arena = st.arena[:0]
 	if st.families == nil {
 		st.families = map[string]struct{}{}
 	}
 	clear(st.families)
 	bud := &budget{left: int64(len(buf))*DecodedBytesPerByte + decodedBytesSlack}
 
-	// The symbols first: a sender may put them after the series.
+	// The symbols first: a sender may put them after the series. Where
+	// they all come first, as senders write them, the series are read from
+	// the first one on.
 	st.symbols = st.symbols[:0]
+	firstSeries, symbolsEnd := -1, 0
 	d := decoder{buf: buf}
 	for d.more() {
+		at := d.pos
 		field, wire, err := d.tag()
 		if err != nil {
 			return err
 		}
 		if field != 4 || wire != wireBytes {
+			if field == 5 && firstSeries < 0 {
+				firstSeries = at
+			}
 			if err := d.skip(wire); err != nil {
 				return err
 			}
@@ -64,12 +70,16 @@ func (r *Request) UnmarshalV2(buf []byte, lim Limits) error {
 			return err
 		}
 		st.symbols = append(st.symbols, yoloString(s))
+		symbolsEnd = d.pos
 	}
 	if len(st.symbols) > 0 && st.symbols[0] != "" {
 		return ErrBadSymbols
 	}
 
 	d = decoder{buf: buf}
+	if firstSeries >= symbolsEnd {
+		d.pos = firstSeries
+	}
 	for d.more() {
 		field, wire, err := d.tag()
 		if err != nil {
@@ -96,17 +106,42 @@ func (r *Request) UnmarshalV2(buf []byte, lim Limits) error {
 		if err != nil {
 			return fmt.Errorf("timeseries %d: %w", len(r.Timeseries)-1, err)
 		}
-		start := len(st.arena)
-		if st.arena, err = ts.AppendEncoded(st.arena); err != nil {
-			return fmt.Errorf("timeseries %d: %w", len(r.Timeseries)-1, err)
-		}
-		ts.Raw = st.arena[start:len(st.arena):len(st.arena)]
 		if err := r.addV2Metadata(ts, meta, bud); err != nil {
 			return err
 		}
 	}
-	// The arena may have moved as it grew: the series encoded before still
-	// point into the old arrays, which hold what they were given.
+	return nil
+}
+
+// EncodeRaw gives every series and metadata of r that has no Raw (a
+// request decoded from remote write 2.0, or built from OTLP) its 1.0
+// encoding, for forwarding to ingesters.
+func (r *Request) EncodeRaw() error {
+	st := &r.v2
+	st.arena = st.arena[:0]
+	for i := range r.Timeseries {
+		ts := &r.Timeseries[i]
+		if ts.Raw != nil {
+			continue
+		}
+		start := len(st.arena)
+		var err error
+		if st.arena, err = ts.AppendEncoded(st.arena); err != nil {
+			return fmt.Errorf("timeseries %d: %w", i, err)
+		}
+		ts.Raw = st.arena[start:len(st.arena):len(st.arena)]
+	}
+	for i := range r.Metadata {
+		m := &r.Metadata[i]
+		if m.Raw != nil {
+			continue
+		}
+		start := len(st.arena)
+		st.arena = m.AppendEncodedMetadata(st.arena)
+		m.Raw = st.arena[start:len(st.arena):len(st.arena)]
+	}
+	// The arena may have moved as it grew: what was encoded before still
+	// points into the old arrays, which hold what they were given.
 	return nil
 }
 
@@ -312,11 +347,7 @@ func (r *Request) addV2Metadata(ts *TimeSeries, m v2Metadata, bud *budget) error
 		return err
 	}
 	r.v2.families[family] = struct{}{}
-	md := Metadata{Type: m.typ, MetricFamilyName: family, Help: m.help, Unit: m.unit}
-	start := len(r.v2.arena)
-	r.v2.arena = md.AppendEncodedMetadata(r.v2.arena)
-	md.Raw = r.v2.arena[start:len(r.v2.arena):len(r.v2.arena)]
-	r.Metadata = append(r.Metadata, md)
+	r.Metadata = append(r.Metadata, Metadata{Type: m.typ, MetricFamilyName: family, Help: m.help, Unit: m.unit})
 	return nil
 }
 
@@ -355,9 +386,19 @@ func (d *decoder) appendUint32s(dst []uint32, wire int) ([]uint32, error) {
 	if err != nil {
 		return dst, err
 	}
-	p := decoder{buf: b}
-	for p.more() {
-		v, err := p.varint()
+	for i := 0; i < len(b); {
+		// References below 16384, one or two bytes, are nearly all.
+		if c := b[i]; c < 0x80 {
+			dst = append(dst, uint32(c))
+			i++
+			continue
+		} else if i+1 < len(b) && b[i+1] < 0x80 {
+			dst = append(dst, uint32(c&0x7f)|uint32(b[i+1])<<7)
+			i += 2
+			continue
+		}
+		p := decoder{buf: b, pos: i}
+		v, err := p.varintSlow()
 		if err != nil {
 			return dst, err
 		}
@@ -365,6 +406,7 @@ func (d *decoder) appendUint32s(dst []uint32, wire int) ([]uint32, error) {
 			return dst, fmt.Errorf("value %d overflows 32 bits", v)
 		}
 		dst = append(dst, uint32(v))
+		i = p.pos
 	}
 	return dst, nil
 }

@@ -84,6 +84,10 @@ func TestUnmarshalV2MatchesV1(t *testing.T) {
 	var r Request
 	require.NoError(t, r.UnmarshalV2(buf, Limits{}))
 	requireSameAsPrompb(t, wr, &r)
+	for _, ts := range r.Timeseries {
+		require.Nil(t, ts.Raw, "encoded only when forwarded")
+	}
+	require.NoError(t, r.EncodeRaw())
 
 	var body []byte
 	for _, ts := range r.Timeseries {
@@ -167,6 +171,7 @@ func FuzzUnmarshalV2(f *testing.F) {
 			return
 		}
 		require.Len(t, r.Timeseries, len(want.Timeseries))
+		require.NoError(t, r.EncodeRaw())
 		for i, ts := range want.Timeseries {
 			var b labels.ScratchBuilder
 			ls, err := ts.ToLabels(&b, want.Symbols)

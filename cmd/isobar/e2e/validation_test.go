@@ -17,8 +17,72 @@ import (
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
+
+// v2Headers are those of a remote write 2.0 sender.
+func v2Headers(h http.Header) {
+	h.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+	h.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
+}
+
+// otlpHeaders are those of an OTLP HTTP exporter.
+func otlpHeaders(h http.Header) {
+	h.Set("Content-Type", "application/x-protobuf")
+	h.Del("Content-Encoding")
+}
+
+func mustMarshal(t *testing.T, r *writev2.Request) []byte {
+	b, err := r.Marshal()
+	require.NoError(t, err)
+	return b
+}
+
+// bodyV2 is a snappy-compressed remote write 2.0 request of the series
+// series makes with the symbols table it is given.
+func bodyV2(series func(*writev2.SymbolsTable) []writev2.TimeSeries) []byte {
+	syms := writev2.NewSymbolTable()
+	ss := series(&syms)
+	b, err := (&writev2.Request{Symbols: syms.Symbols(), Timeseries: ss}).Marshal()
+	if err != nil {
+		panic(err)
+	}
+	return snappy.Encode(nil, b)
+}
+
+// v2Series is a 2.0 series of the labels (name/value pairs, in order) with
+// one sample.
+func v2Series(syms *writev2.SymbolsTable, ts int64, v float64, lbls ...string) writev2.TimeSeries {
+	s := writev2.TimeSeries{Samples: []writev2.Sample{{Value: v, Timestamp: ts}}}
+	for _, l := range lbls {
+		s.LabelsRefs = append(s.LabelsRefs, syms.Symbolize(l))
+	}
+	return s
+}
+
+// otlpBody is an OTLP request of one gauge a metric name, value 22 at ts,
+// each data point with as many attributes as the map says.
+func otlpBody(t *testing.T, ts int64, metrics map[string]int) []byte {
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	for name, attrs := range metrics {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(ts * 1e6))
+		dp.SetDoubleValue(22)
+		for i := range attrs {
+			dp.Attributes().PutStr(fmt.Sprintf("a%05d", i), "v")
+		}
+	}
+	b, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+	require.NoError(t, err)
+	return b
+}
 
 // badInputFlags are the limits the bad-input table runs with: small enough
 // to reach with small requests.
@@ -150,11 +214,11 @@ func badInputTable(t *testing.T, main, limited badInputTarget) {
 		},
 		{
 			name: "snappy of garbage (bad protobuf)", body: snappy.Encode(nil, []byte("\x0a\xff\x01garbage")),
-			wantStatus: 400, wantMsg: []string{"decode remote-write request"},
+			wantStatus: 400, wantMsg: []string{"decode remote-write 1.0 request"},
 		},
 		{
 			name: "snappy of a varint overflow", body: snappy.Encode(nil, bytes.Repeat([]byte{0xff}, 12)),
-			wantStatus: 400, wantMsg: []string{"decode remote-write request", "varint"},
+			wantStatus: 400, wantMsg: []string{"decode remote-write 1.0 request", "varint"},
 		},
 		{
 			name: "body over the limit", body: randomBytes(120_000),
@@ -174,12 +238,61 @@ func badInputTable(t *testing.T, main, limited badInputTarget) {
 			wantStatus: 415, wantMsg: []string{`unsupported Content-Encoding "gzip"`},
 		},
 		{
-			name: "remote write 2.0", body: body(valid("e2e_bad_rw2", 1)),
-			header: func(h http.Header) {
-				h.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
-				h.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
-			},
-			wantStatus: 415, wantMsg: []string{`unsupported remote-write message "io.prometheus.write.v2.Request"`},
+			name: "remote write 2.0: the valid series stored, the invalid refused",
+			body: bodyV2(func(syms *writev2.SymbolsTable) []writev2.TimeSeries {
+				return []writev2.TimeSeries{v2Series(syms, ts, 21, "__name__", "e2e_ok_rw2", "job", "e2e"), v2Series(syms, ts, 1, "job", "e2e_bad_rw2_no_name")}
+			}),
+			header:     v2Headers,
+			wantStatus: 400, wantMsg: []string{"series has no metric name (label __name__)", `{job="e2e_bad_rw2_no_name"}`},
+			stored:     []stored{{"e2e_ok_rw2", 21}},
+		},
+		{
+			name: "remote write 2.0: a symbol reference out of the table",
+			body: bodyV2(func(syms *writev2.SymbolsTable) []writev2.TimeSeries {
+				s := v2Series(syms, ts, 1, "__name__", "e2e_bad_rw2_ref")
+				s.LabelsRefs[1] = 9999
+				return []writev2.TimeSeries{s}
+			}),
+			header:     v2Headers,
+			wantStatus: 400, wantMsg: []string{"decode remote-write 2.0 request", "symbol reference 9999 out of the table of"},
+		},
+		{
+			name: "remote write 2.0: references into an empty table",
+			body: snappy.Encode(nil, mustMarshal(t, &writev2.Request{Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
+			header:     v2Headers,
+			wantStatus: 400, wantMsg: []string{"symbol reference 2 out of the table of 0"},
+		},
+		{
+			name: "remote write 2.0: a symbols table not starting empty",
+			body: snappy.Encode(nil, mustMarshal(t, &writev2.Request{Symbols: []string{"__name__", "e2e_bad_rw2_symbols"}, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{0, 1}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
+			header:     v2Headers,
+			wantStatus: 400, wantMsg: []string{"the symbols table must start with the empty string"},
+		},
+		{
+			name: "an unknown remote-write message", body: body(valid("e2e_bad_rw3", 1)),
+			header:     func(h http.Header) { h.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v3.Request") },
+			wantStatus: 415, wantMsg: []string{`unsupported remote-write message "io.prometheus.write.v3.Request"`, "(remote write 1.0) and io.prometheus.write.v2.Request (2.0)"},
+		},
+		{
+			name: "OTLP: a metric name of 1 MB", path: "/otlp/v1/metrics",
+			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 1<<20): 0, "e2e_ok_otlp_name": 0}),
+			header: otlpHeaders, wantStatus: 413, wantMsg: []string{"exceeds the limit of 100000 bytes"},
+		},
+		{
+			name: "OTLP: a metric name over the label value limit, beside a valid one", path: "/otlp/v1/metrics",
+			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 3000): 0, "e2e_ok_otlp_long": 0}),
+			header: otlpHeaders, wantStatus: 400, wantMsg: []string{"is 3013 bytes long, more than the limit of 2048 (-validation.max-length-label-value)"},
+			stored: []stored{{"e2e_ok_otlp_long", 22}},
+		},
+		{
+			name: "OTLP: 5,000 attributes on a data point, beside a valid one", path: "/otlp/v1/metrics",
+			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_attrs": 5000, "e2e_ok_otlp_attrs": 0}),
+			header: otlpHeaders, wantStatus: 400, wantMsg: []string{"has 5001 labels, more than the limit of 10 (-validation.max-label-names-per-series)"},
+			stored: []stored{{"e2e_ok_otlp_attrs", 22}},
+		},
+		{
+			name: "OTLP: not protobuf", path: "/otlp/v1/metrics", body: []byte("\x0a\xff\x01garbage"),
+			header: otlpHeaders, wantStatus: 400, wantMsg: []string{"decode OTLP request"},
 		},
 		{
 			name: "json content type", body: body(valid("e2e_bad_json", 1)),

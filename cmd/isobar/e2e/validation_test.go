@@ -244,7 +244,7 @@ func badInputTable(t *testing.T, main, limited badInputTarget) {
 			}),
 			header:     v2Headers,
 			wantStatus: 400, wantMsg: []string{"series has no metric name (label __name__)", `{job="e2e_bad_rw2_no_name"}`},
-			stored:     []stored{{"e2e_ok_rw2", 21}},
+			stored: []stored{{"e2e_ok_rw2", 21}},
 		},
 		{
 			name: "remote write 2.0: a symbol reference out of the table",
@@ -257,36 +257,38 @@ func badInputTable(t *testing.T, main, limited badInputTarget) {
 			wantStatus: 400, wantMsg: []string{"decode remote-write 2.0 request", "symbol reference 9999 out of the table of"},
 		},
 		{
-			name: "remote write 2.0: references into an empty table",
-			body: snappy.Encode(nil, mustMarshal(t, &writev2.Request{Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
+			name:       "remote write 2.0: references into an empty table",
+			body:       snappy.Encode(nil, mustMarshal(t, &writev2.Request{Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
 			header:     v2Headers,
 			wantStatus: 400, wantMsg: []string{"symbol reference 2 out of the table of 0"},
 		},
 		{
-			name: "remote write 2.0: a symbols table not starting empty",
-			body: snappy.Encode(nil, mustMarshal(t, &writev2.Request{Symbols: []string{"__name__", "e2e_bad_rw2_symbols"}, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{0, 1}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
+			name:       "remote write 2.0: a symbols table not starting empty",
+			body:       snappy.Encode(nil, mustMarshal(t, &writev2.Request{Symbols: []string{"__name__", "e2e_bad_rw2_symbols"}, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{0, 1}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}}}})),
 			header:     v2Headers,
 			wantStatus: 400, wantMsg: []string{"the symbols table must start with the empty string"},
 		},
 		{
 			name: "an unknown remote-write message", body: body(valid("e2e_bad_rw3", 1)),
-			header:     func(h http.Header) { h.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v3.Request") },
+			header: func(h http.Header) {
+				h.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v3.Request")
+			},
 			wantStatus: 415, wantMsg: []string{`unsupported remote-write message "io.prometheus.write.v3.Request"`, "(remote write 1.0) and io.prometheus.write.v2.Request (2.0)"},
 		},
 		{
 			name: "OTLP: a metric name of 1 MB", path: "/otlp/v1/metrics",
-			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 1<<20): 0, "e2e_ok_otlp_name": 0}),
+			body:   otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 1<<20): 0, "e2e_ok_otlp_name": 0}),
 			header: otlpHeaders, wantStatus: 413, wantMsg: []string{"exceeds the limit of 100000 bytes"},
 		},
 		{
 			name: "OTLP: a metric name over the label value limit, beside a valid one", path: "/otlp/v1/metrics",
-			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 3000): 0, "e2e_ok_otlp_long": 0}),
+			body:   otlpBody(t, ts, map[string]int{"e2e_bad_otlp_" + strings.Repeat("n", 3000): 0, "e2e_ok_otlp_long": 0}),
 			header: otlpHeaders, wantStatus: 400, wantMsg: []string{"is 3013 bytes long, more than the limit of 2048 (-validation.max-length-label-value)"},
 			stored: []stored{{"e2e_ok_otlp_long", 22}},
 		},
 		{
 			name: "OTLP: 5,000 attributes on a data point, beside a valid one", path: "/otlp/v1/metrics",
-			body: otlpBody(t, ts, map[string]int{"e2e_bad_otlp_attrs": 5000, "e2e_ok_otlp_attrs": 0}),
+			body:   otlpBody(t, ts, map[string]int{"e2e_bad_otlp_attrs": 5000, "e2e_ok_otlp_attrs": 0}),
 			header: otlpHeaders, wantStatus: 400, wantMsg: []string{"has 5001 labels, more than the limit of 10 (-validation.max-label-names-per-series)"},
 			stored: []stored{{"e2e_ok_otlp_attrs", 22}},
 		},

@@ -25,6 +25,7 @@ type haDecision struct {
 	cluster, replica string
 	decision         hatracker.Decision
 	elected          string
+	dropped          int // samples
 }
 
 // dedupe keeps, of the series that carry both the tenant's HA cluster and
@@ -53,16 +54,23 @@ func (d *Distributor) dedupe(ctx context.Context, tenantID string, l *limits.Lim
 				decisions = append(decisions, haDecision{cluster: cluster, replica: replica, decision: dec, elected: elected})
 				j = len(decisions) - 1
 			}
-			switch h := decisions[j]; h.decision {
+			switch h := &decisions[j]; h.decision {
 			case hatracker.Accept:
-				ts.Labels = slices.Delete(ts.Labels, at, at+1)
+				if at < len(ts.Labels)/2 {
+					// The replica label sorts early (__replica__): moving
+					// the few labels before it moves less than the rest.
+					copy(ts.Labels[1:at+1], ts.Labels[:at])
+					ts.Labels = ts.Labels[1:]
+				} else {
+					ts.Labels = slices.Delete(ts.Labels, at, at+1)
+				}
 				ts.NumLabels--
 				ts.Raw = nil // encoded again when forwarded
 			case hatracker.Drop:
 				n := len(ts.Samples) + len(ts.Histograms)
 				out.samples += n
 				out.cluster, out.replica, out.elected = cluster, replica, h.elected
-				d.dedupedSamples.WithLabelValues(tenantID, cluster).Add(float64(n))
+				decisions[j].dropped += n
 				keep = false
 			case hatracker.TooManyClusters:
 				verr := validation.Rejected(validation.TooManyHAClusters, ts, fmt.Errorf("the tenant has %d HA clusters, its limit (-distributor.ha-tracker.max-clusters): cluster %q is not tracked", l.HAMaxClusters, cluster))
@@ -80,6 +88,11 @@ func (d *Distributor) dedupe(ctx context.Context, tenantID string, l *limits.Lim
 		kept++
 	}
 	req.Timeseries = req.Timeseries[:kept]
+	for _, h := range decisions {
+		if h.dropped > 0 {
+			d.dedupedSamples.WithLabelValues(tenantID, h.cluster).Add(float64(h.dropped))
+		}
+	}
 	return out, nil
 }
 

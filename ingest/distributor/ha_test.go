@@ -152,15 +152,13 @@ func TestHAMaxClustersRefusesTheSeriesOfMore(t *testing.T) {
 }
 
 // BenchmarkPushHAPair measures the distributor's side of a push from an HA
-// pair with deduplication on: 2000 series a request, half from the elected
-// replica (kept, the replica label removed and the series encoded again),
-// half from the other (dropped).
+// pair: 2000 series a request, half from the elected replica (kept, the
+// replica label removed) and half from the other (dropped); and the same
+// requests with deduplication off, every series kept as sent.
 //
 //	go test ./ingest/distributor -run '^$' -bench PushHAPair -count 6
 func BenchmarkPushHAPair(b *testing.B) {
 	const n = 2000
-	d := newHADistributor(b, &discardPusher{}, "")
-	ctx := tenant.With(context.Background(), "team-a")
 	build := func() *rwproto.Request {
 		r := &rwproto.Request{}
 		for i := range n {
@@ -169,17 +167,26 @@ func BenchmarkPushHAPair(b *testing.B) {
 		}
 		return r
 	}
-	require.NoError(b, d.Push(ctx, req(haSeries("__name__", "up", "__replica__", "r1", "cluster", "region-one"))))
-	b.ReportAllocs()
-	for b.Loop() {
-		b.StopTimer()
-		r := build()
-		b.StartTimer()
-		if err := d.Push(ctx, r); err != nil {
-			b.Fatal(err)
-		}
+	for _, ha := range []bool{true, false} {
+		b.Run(fmt.Sprintf("dedupe=%v", ha), func(b *testing.B) {
+			d := newHADistributor(b, &discardPusher{}, "team-a: {ingestion_rate: 1e12, ingestion_burst_size: 2000000000}")
+			if !ha {
+				d.ha = nil
+			}
+			ctx := tenant.With(context.Background(), "team-a")
+			require.NoError(b, d.Push(ctx, req(haSeries("__name__", "up", "__replica__", "r1", "cluster", "region-one"))))
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				r := build()
+				b.StartTimer()
+				if err := d.Push(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "series/s")
+		})
 	}
-	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "series/s")
 }
 
 type discardPusher struct{}

@@ -28,6 +28,7 @@ type Config struct {
 	Enabled         bool          `yaml:"enabled"`
 	UpdateTimeout   time.Duration `yaml:"update_timeout"`
 	FailoverTimeout time.Duration `yaml:"failover_timeout"`
+	ForgetAfter     time.Duration `yaml:"forget_after"`
 }
 
 // RegisterFlags registers the tracker's flags.
@@ -35,6 +36,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.Enabled, "distributor.ha-tracker.enable", false, "Deduplicate the samples of HA pairs of Prometheus servers, for the tenants whose ha_accept_samples limit is true: of the series carrying both the ha_cluster_label and the ha_replica_label, only those of each cluster's elected replica are stored, without the replica label.")
 	f.DurationVar(&c.UpdateTimeout, "distributor.ha-tracker.update-timeout", 15*time.Second, "How often, at most, the time the elected replica last sent is written to the store shared by the distributors (plus up to 10% jitter).")
 	f.DurationVar(&c.FailoverTimeout, "distributor.ha-tracker.failover-timeout", 30*time.Second, "How long the elected replica of a cluster may send nothing before another one's samples elect it. Must exceed the update timeout by at least a tenth of it.")
+	f.DurationVar(&c.ForgetAfter, "distributor.ha-tracker.forget-after", 30*time.Minute, "A cluster none of whose replicas sent for this long no longer counts toward ha_max_clusters nor shows on /distributor/ha_tracker.")
 }
 
 // Validate checks the configuration.
@@ -44,6 +46,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpdateTimeout <= 0 {
 		return errors.New("-distributor.ha-tracker.update-timeout must be positive")
+	}
+	if c.ForgetAfter < c.FailoverTimeout {
+		return fmt.Errorf("-distributor.ha-tracker.forget-after (%s) must be at least the failover timeout (%s)", c.ForgetAfter, c.FailoverTimeout)
 	}
 	if c.FailoverTimeout < c.UpdateTimeout+c.UpdateTimeout/10 {
 		return fmt.Errorf("-distributor.ha-tracker.failover-timeout (%s) must be at least the update timeout (%s) plus its 10%% jitter", c.FailoverTimeout, c.UpdateTimeout)
@@ -170,7 +175,6 @@ func (t *Tracker) Decide(ctx context.Context, tenant, cluster, replica string, m
 	now := t.now().UnixMilli()
 	t.mu.RLock()
 	e, known := t.elections[tenant][cluster]
-	clusters := len(t.elections[tenant])
 	t.mu.RUnlock()
 	if known {
 		switch {
@@ -179,7 +183,7 @@ func (t *Tracker) Decide(ctx context.Context, tenant, cluster, replica string, m
 		case e.Replica != replica && now-e.ReceivedAt < t.cfg.FailoverTimeout.Milliseconds():
 			return Drop, e.Replica, nil
 		}
-	} else if maxClusters > 0 && clusters >= maxClusters {
+	} else if maxClusters > 0 && t.activeClusters(tenant, now) >= maxClusters {
 		return TooManyClusters, "", nil
 	}
 
@@ -221,6 +225,20 @@ func (t *Tracker) Decide(ctx context.Context, tenant, cluster, replica string, m
 	return Accept, "", nil
 }
 
+// activeClusters counts the tenant's clusters that sent within the forget
+// period.
+func (t *Tracker) activeClusters(tenant string, now int64) int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := 0
+	for _, e := range t.elections[tenant] {
+		if now-e.ReceivedAt < t.cfg.ForgetAfter.Milliseconds() {
+			n++
+		}
+	}
+	return n
+}
+
 // updateAfter is how old the store's record of the elected replica's last
 // sample may get: the update timeout plus up to a tenth of it, so that the
 // distributors of a busy cluster do not all write at once.
@@ -235,14 +253,18 @@ type Status struct {
 	Election
 }
 
-// Elections returns every election this distributor knows of.
+// Elections returns the elections of the clusters that sent within the
+// forget period.
 func (t *Tracker) Elections() []Status {
+	now := t.now().UnixMilli()
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []Status
 	for tenant, clusters := range t.elections {
 		for cluster, e := range clusters {
-			out = append(out, Status{Tenant: tenant, Cluster: cluster, Election: e})
+			if now-e.ReceivedAt < t.cfg.ForgetAfter.Milliseconds() {
+				out = append(out, Status{Tenant: tenant, Cluster: cluster, Election: e})
+			}
 		}
 	}
 	return out

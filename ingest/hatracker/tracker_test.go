@@ -16,7 +16,7 @@ import (
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 )
 
-var cfg = Config{Enabled: true, UpdateTimeout: 10 * time.Second, FailoverTimeout: 30 * time.Second}
+var cfg = Config{Enabled: true, UpdateTimeout: 10 * time.Second, FailoverTimeout: 30 * time.Second, ForgetAfter: time.Hour}
 
 // clock is a settable time.
 type clock struct{ t time.Time }
@@ -101,7 +101,8 @@ func TestTwoDistributorsKeepOneReplicaAndFailOver(t *testing.T) {
 
 func TestMaxClustersPerTenant(t *testing.T) {
 	ctx := context.Background()
-	tr := startTracker(t, memStore(t), &clock{t: time.UnixMilli(1_700_000_000_000)})
+	c := &clock{t: time.UnixMilli(1_700_000_000_000)}
+	tr := startTracker(t, memStore(t), c)
 	for i, cluster := range []string{"c1", "c2"} {
 		d, _, err := tr.Decide(ctx, "team-a", cluster, "r1", 2)
 		require.NoError(t, err)
@@ -113,6 +114,17 @@ func TestMaxClustersPerTenant(t *testing.T) {
 	d, _, err = tr.Decide(ctx, "team-a", "c2", "r1", 2)
 	require.NoError(t, err)
 	require.Equal(t, Accept, d, "known clusters go on")
+
+	// c1 stops; once forgotten it no longer counts, and c3 fits.
+	for range 6 {
+		c.t = c.t.Add(15 * time.Minute)
+		_, _, err = tr.Decide(ctx, "team-a", "c2", "r1", 2)
+		require.NoError(t, err)
+	}
+	d, _, err = tr.Decide(ctx, "team-a", "c3", "r1", 2)
+	require.NoError(t, err)
+	require.Equal(t, Accept, d)
+	require.Len(t, tr.Elections(), 2, "c1 is no longer listed")
 }
 
 // Gossip converges whatever order the records arrive in.
@@ -157,5 +169,6 @@ func TestElectionMergeKeepsTheLaterRecord(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	require.NoError(t, Config{}.Validate())
 	require.NoError(t, cfg.Validate())
-	require.ErrorContains(t, Config{Enabled: true, UpdateTimeout: 15 * time.Second, FailoverTimeout: 16 * time.Second}.Validate(), "failover-timeout")
+	require.ErrorContains(t, Config{Enabled: true, UpdateTimeout: 15 * time.Second, FailoverTimeout: 16 * time.Second, ForgetAfter: time.Hour}.Validate(), "failover-timeout")
+	require.ErrorContains(t, Config{Enabled: true, UpdateTimeout: 15 * time.Second, FailoverTimeout: 30 * time.Second, ForgetAfter: time.Second}.Validate(), "forget-after")
 }

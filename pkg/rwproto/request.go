@@ -233,21 +233,17 @@ func (ts *TimeSeries) unmarshal(buf []byte, maxLabels int, bud *budget) error {
 				return fmt.Errorf("exemplar %d: %w", len(ts.Exemplars)-1, err)
 			}
 		case 4:
-			if err := ts.appendHistogram(b); err != nil {
+			if err := ts.appendHistogram(b, bud); err != nil {
 				return fmt.Errorf("histogram %d: %w", len(ts.Histograms)-1, err)
-			}
-			h := &ts.Histograms[len(ts.Histograms)-1]
-			buckets := len(h.NegativeSpans) + len(h.NegativeDeltas) + len(h.NegativeCounts) +
-				len(h.PositiveSpans) + len(h.PositiveDeltas) + len(h.PositiveCounts) + len(h.CustomValues)
-			if err := bud.take(uintptr(buckets) * 8); err != nil {
-				return err
 			}
 		}
 	}
 	return nil
 }
 
-func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error {
+// nextExemplar extends Exemplars by one element, reusing its labels' slice
+// from an earlier request when there is capacity.
+func (ts *TimeSeries) nextExemplar() *Exemplar {
 	n := len(ts.Exemplars)
 	if n < cap(ts.Exemplars) {
 		ts.Exemplars = ts.Exemplars[:n+1]
@@ -255,7 +251,11 @@ func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error
 	} else {
 		ts.Exemplars = append(ts.Exemplars, Exemplar{})
 	}
-	e := &ts.Exemplars[n]
+	return &ts.Exemplars[n]
+}
+
+func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error {
+	e := ts.nextExemplar()
 	d := decoder{buf: b}
 	for d.more() {
 		field, wire, err := d.tag()
@@ -300,8 +300,9 @@ func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error
 }
 
 // appendHistogram decodes a native histogram with prompb's generated code,
-// reusing the slices of an earlier request's histogram at the same position.
-func (ts *TimeSeries) appendHistogram(b []byte) error {
+// reusing the slices of an earlier request's histogram at the same
+// position, and charges its buckets to the budget.
+func (ts *TimeSeries) appendHistogram(b []byte, bud *budget) error {
 	n := len(ts.Histograms)
 	if n < cap(ts.Histograms) {
 		ts.Histograms = ts.Histograms[:n+1]
@@ -318,7 +319,13 @@ func (ts *TimeSeries) appendHistogram(b []byte) error {
 	} else {
 		ts.Histograms = append(ts.Histograms, prompb.Histogram{})
 	}
-	return ts.Histograms[n].Unmarshal(b)
+	h := &ts.Histograms[n]
+	if err := h.Unmarshal(b); err != nil {
+		return err
+	}
+	buckets := len(h.NegativeSpans) + len(h.NegativeDeltas) + len(h.NegativeCounts) +
+		len(h.PositiveSpans) + len(h.PositiveDeltas) + len(h.PositiveCounts) + len(h.CustomValues)
+	return bud.take(uintptr(buckets) * 8)
 }
 
 func unmarshalLabel(b []byte, l *labels.Label) error {

@@ -180,14 +180,8 @@ func (ts *TimeSeries) unmarshalV2(buf []byte, st *v2State, maxLabels int, bud *b
 					return meta, fmt.Errorf("sample %d: %w", len(ts.Samples)-1, err)
 				}
 			case 3:
-				if err := ts.appendHistogram(b); err != nil {
+				if err := ts.appendHistogram(b, bud); err != nil {
 					return meta, fmt.Errorf("histogram %d: %w", len(ts.Histograms)-1, err)
-				}
-				h := &ts.Histograms[len(ts.Histograms)-1]
-				buckets := len(h.NegativeSpans) + len(h.NegativeDeltas) + len(h.NegativeCounts) +
-					len(h.PositiveSpans) + len(h.PositiveDeltas) + len(h.PositiveCounts) + len(h.CustomValues)
-				if err := bud.take(uintptr(buckets) * 8); err != nil {
-					return meta, err
 				}
 			case 4:
 				if err := ts.appendExemplarV2(b, st, maxLabels, bud); err != nil {
@@ -232,14 +226,7 @@ func symbolLabel(symbols []string, name, value uint32) (labels.Label, error) {
 }
 
 func (ts *TimeSeries) appendExemplarV2(b []byte, st *v2State, maxLabels int, bud *budget) error {
-	n := len(ts.Exemplars)
-	if n < cap(ts.Exemplars) {
-		ts.Exemplars = ts.Exemplars[:n+1]
-		ts.Exemplars[n] = Exemplar{Labels: ts.Exemplars[n].Labels[:0]}
-	} else {
-		ts.Exemplars = append(ts.Exemplars, Exemplar{})
-	}
-	e := &ts.Exemplars[n]
+	e := ts.nextExemplar()
 	var refs []uint32 // an exemplar has a label or two: no scratch to share
 	d := decoder{buf: b}
 	for d.more() {

@@ -210,6 +210,10 @@ func (i *Ingester) applyLimits(t *tenantDB) {
 	if want == t.applied {
 		return
 	}
+	// The TSDB sets up its out-of-order log unguarded by what commits
+	// read it: no push may be between appender and commit meanwhile.
+	t.appending.Lock()
+	defer t.appending.Unlock()
 	cfg := &config.Config{StorageConfig: config.StorageConfig{
 		TSDBConfig:      &config.TSDBConfig{OutOfOrderTimeWindow: time.Duration(want.outOfOrderWindow).Milliseconds()},
 		ExemplarsConfig: &config.ExemplarsConfig{MaxExemplars: int64(want.maxExemplars)},

@@ -16,6 +16,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
@@ -489,14 +490,24 @@ func TestNewLimitsApplyToOpenTenants(t *testing.T) {
 	require.Error(t, push(t0-10*60000, "t0"), "no out-of-order window yet")
 	require.Zero(t, exemplars(), "no exemplar storage yet")
 
+	applied := func(want tsdbLimits) func() bool {
+		return func() bool {
+			ing.mu.Lock()
+			td := ing.tenants["team-a"]
+			ing.mu.Unlock()
+			td.limitsMu.Lock()
+			defer td.limitsMu.Unlock()
+			return td.applied == want
+		}
+	}
 	require.NoError(t, os.WriteFile(file, []byte("overrides:\n  team-a: {out_of_order_time_window: 1h, max_exemplars: 10}\n"), 0o600))
-	require.Eventually(t, func() bool { return o.For("team-a").MaxExemplars == 10 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, applied(tsdbLimits{outOfOrderWindow: model.Duration(time.Hour), maxExemplars: 10}), 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, push(t0-10*60000, "t0"), "the new window is in force")
 	require.NoError(t, push(t0+15000, "t2"))
 	require.Equal(t, 2, exemplars(), "the exemplar storage has room now")
 
 	require.NoError(t, os.WriteFile(file, []byte("overrides: {}\n"), 0o600))
-	require.Eventually(t, func() bool { return o.For("team-a").OutOfOrderTimeWindow == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, applied(tsdbLimits{}), 5*time.Second, 5*time.Millisecond)
 	require.Error(t, push(t0-5*60000, "t0"), "the window is gone again")
 }
 

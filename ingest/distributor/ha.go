@@ -15,8 +15,8 @@ import (
 // haDeduped says what deduplication did to a request.
 type haDeduped struct {
 	samples int // samples dropped from replicas not elected
-	// example names one dropped replica and the elected one, for the
-	// answer when nothing else is left.
+	// cluster, replica and elected name one dropped replica and the
+	// elected one, for the answer when nothing else is left.
 	cluster, replica, elected string
 }
 
@@ -115,7 +115,7 @@ func haLabels(l *limits.Limits, ts *rwproto.TimeSeries) (cluster, replica string
 	return cluster, replica, at
 }
 
-// dedupedError is the answer to a request all of whose samples came from
+// err is the answer to a request all of whose samples came from
 // replicas not elected.
 func (h haDeduped) err() error {
 	return rpc.Errorf(rpc.CauseDeduplicated, "%d samples of replica %q of HA cluster %q dropped: %q is its elected replica", h.samples, h.replica, h.cluster, h.elected)

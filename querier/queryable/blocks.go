@@ -555,4 +555,23 @@ func LocalStore(s BlockStore) BlockStores { return localStore{s} }
 type localStore struct{ s BlockStore }
 
 func (localStore) Replicas(string, ulid.ULID) ([]string, error) { return []string{"local"}, nil }
-func (l localStore) Store(string) (BlockStore, error)           { return l.s, nil }
+func (l localStore) Store(string) (BlockStore, error)           { return keptFrames{l.s}, nil }
+
+// keptFrames hands on copies of the frames a store-gateway in this process
+// sends: it reuses a frame's memory for the next (a gRPC server has
+// encoded it by then), and the querier keeps frames until it has merged
+// them. Label strings and chunk bytes are not reused, so the copy is of
+// the frame's structure only.
+type keptFrames struct{ BlockStore }
+
+func (k keptFrames) Series(ctx context.Context, req *rpc.BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
+	return k.BlockStore.Series(ctx, req, func(f *prompb.ChunkedReadResponse) error {
+		series := make([]prompb.ChunkedSeries, len(f.ChunkedSeries))
+		kept := &prompb.ChunkedReadResponse{ChunkedSeries: make([]*prompb.ChunkedSeries, len(f.ChunkedSeries)), QueryIndex: f.QueryIndex}
+		for i, cs := range f.ChunkedSeries {
+			series[i] = prompb.ChunkedSeries{Labels: slices.Clone(cs.Labels), Chunks: slices.Clone(cs.Chunks)}
+			kept.ChunkedSeries[i] = &series[i]
+		}
+		return recv(kept)
+	})
+}

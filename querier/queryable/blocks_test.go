@@ -364,3 +364,34 @@ func TestMergeTrimsWholeChunksToTheRange(t *testing.T) {
 		})
 	}
 }
+
+// reusingStore sends its frames as rpc.ServeChunkQuery does: one frame
+// object, emptied and refilled for the next.
+type reusingStore struct{ fakeStore }
+
+func (*reusingStore) Series(_ context.Context, _ *rpc.BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
+	frame := &prompb.ChunkedReadResponse{ChunkedSeries: []*prompb.ChunkedSeries{{}}}
+	for _, name := range []string{"first", "second"} {
+		*frame.ChunkedSeries[0] = prompb.ChunkedSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}}, Chunks: []prompb.Chunk{{MinTimeMs: 1, MaxTimeMs: 2}}}
+		if err := recv(frame); err != nil {
+			return err
+		}
+		clear(frame.ChunkedSeries[0].Labels)
+	}
+	return nil
+}
+
+// The store-gateway of this process reuses a frame once sent; the querier
+// keeps frames until merged: LocalStore hands it copies.
+func TestLocalStoreKeepsCopiesOfReusedFrames(t *testing.T) {
+	store, err := LocalStore(&reusingStore{}).Store("local")
+	require.NoError(t, err)
+	var kept []*prompb.ChunkedReadResponse
+	require.NoError(t, store.Series(ctxA, &rpc.BlocksQuery{}, func(f *prompb.ChunkedReadResponse) error {
+		kept = append(kept, f)
+		return nil
+	}))
+	require.Len(t, kept, 2)
+	require.Equal(t, "first", kept[0].ChunkedSeries[0].Labels[0].Value)
+	require.Equal(t, "second", kept[1].ChunkedSeries[0].Labels[0].Value)
+}

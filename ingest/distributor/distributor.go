@@ -195,10 +195,7 @@ func (d *Distributor) Push(ctx context.Context, req *rwproto.Request) error {
 			return err
 		}
 	}
-	if inv := d.validate(tenantID, l, req); inv.count > 0 {
-		invalid.count += inv.count - 1
-		invalid.add(inv.first)
-	}
+	d.validate(tenantID, l, req, &invalid)
 	d.validMetadata(l, req)
 
 	// Metadata costs like a sample: a metadata-only flood is limited too.
@@ -235,10 +232,9 @@ func (inv *invalidSeries) add(err *validation.Error) {
 
 // validate checks the samples of each series, moves the valid series of req
 // to its front and truncates it to them, so the rest of the path sees only
-// valid series. Labels are checked by the ingester when it meets a series
-// for the first time.
-func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.Request) invalidSeries {
-	var inv invalidSeries
+// valid series; the others are added to inv. Labels are checked by the
+// ingester when it meets a series for the first time.
+func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.Request, inv *invalidSeries) {
 	nowMs := d.now().UnixMilli()
 	kept := 0
 	droppedExemplars := 0
@@ -255,10 +251,7 @@ func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.R
 			ts.Raw = nil
 		}
 		if err != nil {
-			inv.count++
-			if inv.first == nil {
-				inv.first = err
-			}
+			inv.add(err)
 			d.discardedSamples.WithLabelValues(tenantID, string(err.Reason)).Add(float64(len(ts.Samples) + len(ts.Histograms)))
 			continue
 		}
@@ -273,7 +266,6 @@ func (d *Distributor) validate(tenantID string, l *limits.Limits, req *rwproto.R
 	if droppedExemplars > 0 {
 		d.discardedExempl.WithLabelValues(tenantID).Add(float64(droppedExemplars))
 	}
-	return inv
 }
 
 // validMetadata drops metadata without a family name or with oversized text.

@@ -182,32 +182,17 @@ func (h *Handler) serve(r *http.Request) (w written, v2 bool, err error) {
 	if v2, err = isV2(r.Header.Get("Content-Type")); err != nil {
 		return w, false, err
 	}
-	if n := h.inflight.Add(1); h.limits.MaxInflightRequests > 0 && n > int64(h.limits.MaxInflightRequests) {
-		h.inflight.Add(-1)
-		return w, v2, errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
-	}
-	defer h.inflight.Add(-1)
-	maxBytes, decLimits := h.dist.RecvLimits(tenantID)
-	// The bytes a request declares are held for it before they arrive;
-	// a body of undeclared length counts once read.
-	held := min(max(r.ContentLength, 0), int64(maxBytes)+1)
-	defer func() { h.inflightBytes.Add(-held) }()
-	if err := h.holdBytes(held); err != nil {
-		return w, v2, err
-	}
-
 	b := h.buffers.Get().(*buffers)
 	defer h.buffers.Put(b)
-
-	b.compressed, err = readBody(r, b.compressed[:0], maxBytes)
+	var (
+		maxBytes  int
+		decLimits rwproto.Limits
+		release   func()
+	)
+	b.compressed, maxBytes, decLimits, release, err = h.admit(r, tenantID, b.compressed[:0])
+	defer release()
 	if err != nil {
 		return w, v2, err
-	}
-	if more := int64(len(b.compressed)) - held; more > 0 {
-		held += more
-		if err := h.holdBytes(more); err != nil {
-			return w, v2, err
-		}
 	}
 	b.body, err = h.decompress(r.Header.Get("Content-Encoding"), b.compressed, b.body, maxBytes)
 	if err != nil {
@@ -220,9 +205,46 @@ func (h *Handler) serve(r *http.Request) (w written, v2 bool, err error) {
 	if err := decode(b.body, decLimits); err != nil {
 		return w, v2, errStatus(http.StatusBadRequest, "decode remote-write %s request: %v", version, err)
 	}
-	sent := count(&b.req)
+	if !v2 {
+		return w, v2, h.dist.Push(r.Context(), &b.req)
+	}
+	sent := count(&b.req) // before Push drops what it does not store
 	err = h.dist.Push(r.Context(), &b.req)
 	return writtenOf(sent, &b.req, err), v2, err
+}
+
+// admit counts the request among those in flight, within the instance
+// limits, and reads its body into buf within the tenant's size limit,
+// counting its bytes in flight. It returns the body, the limits its decoding
+// takes, and what gives the request's share back: call it in any case.
+func (h *Handler) admit(r *http.Request, tenantID string, buf []byte) (body []byte, maxBytes int, dec rwproto.Limits, release func(), err error) {
+	release = func() {}
+	if n := h.inflight.Add(1); h.limits.MaxInflightRequests > 0 && n > int64(h.limits.MaxInflightRequests) {
+		h.inflight.Add(-1)
+		return buf, 0, dec, release, errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
+	}
+	maxBytes, dec = h.dist.RecvLimits(tenantID)
+	// The bytes a request declares are held for it before they arrive;
+	// a body of undeclared length counts once read.
+	held := min(max(r.ContentLength, 0), int64(maxBytes)+1)
+	release = func() {
+		h.inflightBytes.Add(-held)
+		h.inflight.Add(-1)
+	}
+	if err := h.holdBytes(held); err != nil {
+		return buf, maxBytes, dec, release, err
+	}
+	body, err = readBody(r, buf, maxBytes)
+	if err != nil {
+		return body, maxBytes, dec, release, err
+	}
+	if more := int64(len(body)) - held; more > 0 {
+		held += more
+		if err := h.holdBytes(more); err != nil {
+			return body, maxBytes, dec, release, err
+		}
+	}
+	return body, maxBytes, dec, release, nil
 }
 
 // holdBytes counts n more bytes in flight, failing past the limit (the

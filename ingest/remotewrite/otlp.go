@@ -81,26 +81,10 @@ func (h *Handler) serveOTLP(r *http.Request, overrides *limits.Overrides) (conte
 	if err != nil || (contentType != otlpProto && contentType != otlpJSON) {
 		return otlpProto, errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: OTLP takes %s or %s", r.Header.Get("Content-Type"), otlpProto, otlpJSON)
 	}
-	if n := h.inflight.Add(1); h.limits.MaxInflightRequests > 0 && n > int64(h.limits.MaxInflightRequests) {
-		h.inflight.Add(-1)
-		return contentType, errStatus(http.StatusServiceUnavailable, "this distributor handles %d push requests already, its limit (-distributor.instance-limits.max-inflight-push-requests); retry", n-1)
-	}
-	defer h.inflight.Add(-1)
-	maxBytes, decLimits := h.dist.RecvLimits(tenantID)
-	held := min(max(r.ContentLength, 0), int64(maxBytes)+1)
-	defer func() { h.inflightBytes.Add(-held) }()
-	if err := h.holdBytes(held); err != nil {
-		return contentType, err
-	}
-	compressed, err := readBody(r, nil, maxBytes)
+	compressed, maxBytes, decLimits, release, err := h.admit(r, tenantID, nil)
+	defer release()
 	if err != nil {
 		return contentType, err
-	}
-	if more := int64(len(compressed)) - held; more > 0 {
-		held += more
-		if err := h.holdBytes(more); err != nil {
-			return contentType, err
-		}
 	}
 	body, err := gunzip(r.Header.Get("Content-Encoding"), compressed, maxBytes)
 	if err != nil {

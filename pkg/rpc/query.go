@@ -215,11 +215,11 @@ const maxFrameBytes = 1 << 20
 // ServeChunkQuery runs req on q and sends the series, chunks as stored,
 // sorted by labels, in frames of about maxFrameBytes, labels included.
 // send must not keep a frame, nor anything in it, once it returns: its
-// memory is reused for the next. It
-// sends whole the chunks that overlap the request's range: one trimmed to
-// the range would be encoded again, which costs more than the rest of the
-// query (every open head chunk reaches past any range) and loses a
-// histogram chunk's counter reset hint.
+// memory is reused for the next. It sends whole the chunks that overlap
+// the request's range: one trimmed to the range would be encoded again,
+// which costs more than the rest of the query (every open head chunk
+// reaches past any range) and loses a histogram chunk's counter reset
+// hint.
 func ServeChunkQuery(ctx context.Context, q storage.ChunkQuerier, req *prompb.Query, send func(*prompb.ChunkedReadResponse) error) error {
 	ms, err := FromLabelMatchers(req.Matchers)
 	if err != nil {

@@ -278,23 +278,33 @@ func (ts *TimeSeries) appendExemplar(b []byte, maxLabels int, bud *budget) error
 			if err := unmarshalLabel(lb, &e.Labels[len(e.Labels)-1]); err != nil {
 				return err
 			}
-		case field == 2 && wire == wireFixed64:
-			v, err := d.fixed64()
-			if err != nil {
-				return err
-			}
-			e.Value = math.Float64frombits(v)
-		case field == 3 && wire == wireVarint:
-			v, err := d.varint()
-			if err != nil {
-				return err
-			}
-			e.Timestamp = int64(v)
 		default:
-			if err := d.skip(wire); err != nil {
+			if err := e.unmarshalValueOrSkip(&d, field, wire); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// unmarshalValueOrSkip reads the exemplar's value (field 2) or timestamp
+// (field 3), alike in 1.0 and 2.0, or skips the field.
+func (e *Exemplar) unmarshalValueOrSkip(d *decoder, field uint64, wire int) error {
+	switch {
+	case field == 2 && wire == wireFixed64:
+		v, err := d.fixed64()
+		if err != nil {
+			return err
+		}
+		e.Value = math.Float64frombits(v)
+	case field == 3 && wire == wireVarint:
+		v, err := d.varint()
+		if err != nil {
+			return err
+		}
+		e.Timestamp = int64(v)
+	default:
+		return d.skip(wire)
 	}
 	return nil
 }

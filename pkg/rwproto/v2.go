@@ -239,20 +239,8 @@ func (ts *TimeSeries) appendExemplarV2(b []byte, st *v2State, maxLabels int, bud
 			if refs, err = d.appendUint32s(refs, wire); err != nil {
 				return err
 			}
-		case field == 2 && wire == wireFixed64:
-			v, err := d.fixed64()
-			if err != nil {
-				return err
-			}
-			e.Value = math.Float64frombits(v)
-		case field == 3 && wire == wireVarint:
-			v, err := d.varint()
-			if err != nil {
-				return err
-			}
-			e.Timestamp = int64(v)
 		default:
-			if err := d.skip(wire); err != nil {
+			if err := e.unmarshalValueOrSkip(&d, field, wire); err != nil {
 				return err
 			}
 		}

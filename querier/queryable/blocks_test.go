@@ -236,19 +236,22 @@ func TestSplitAsksEachSourceForItsWindow(t *testing.T) {
 	}
 }
 
+// xorChunk is a chunk of a sample every 15s in [from, to], valued its time.
+func xorChunk(t *testing.T, from, to int64) prompb.Chunk {
+	c := chunkenc.NewXORChunk()
+	app, err := c.Appender()
+	require.NoError(t, err)
+	for ts := from; ts <= to; ts += 15_000 {
+		app.Append(0, ts, float64(ts))
+	}
+	return prompb.Chunk{MinTimeMs: from, MaxTimeMs: to, Type: prompb.Chunk_XOR, Data: c.Bytes()}
+}
+
 // TestOverlappingChunksOfOneSeriesMerge: a store-gateway sends the chunks of
 // overlapping blocks (replicas not yet compacted) as one series; every
 // sample must come once, in order.
 func TestOverlappingChunksOfOneSeriesMerge(t *testing.T) {
-	chunk := func(from, to int64) prompb.Chunk {
-		c := chunkenc.NewXORChunk()
-		app, err := c.Appender()
-		require.NoError(t, err)
-		for ts := from; ts <= to; ts += 15_000 {
-			app.Append(0, ts, float64(ts))
-		}
-		return prompb.Chunk{MinTimeMs: from, MaxTimeMs: to, Type: prompb.Chunk_XOR, Data: c.Bytes()}
-	}
+	chunk := func(from, to int64) prompb.Chunk { return xorChunk(t, from, to) }
 	series := []*prompb.ChunkedSeries{{
 		Labels: []prompb.Label{{Name: "__name__", Value: "up"}},
 		// Three replicas of [0, 120s], and one of them also has [135s, 180s].
@@ -338,15 +341,7 @@ func frames(fs ...[]*prompb.ChunkedSeries) func() ([]*prompb.ChunkedSeries, bool
 // Sources send chunks whole: the merge gives only the samples in the range
 // the querier was asked for, whether a series' chunks overlap or not.
 func TestMergeTrimsWholeChunksToTheRange(t *testing.T) {
-	chunk := func(from, to int64) prompb.Chunk {
-		c := chunkenc.NewXORChunk()
-		app, err := c.Appender()
-		require.NoError(t, err)
-		for ts := from; ts <= to; ts += 15_000 {
-			app.Append(0, ts, float64(ts))
-		}
-		return prompb.Chunk{MinTimeMs: from, MaxTimeMs: to, Type: prompb.Chunk_XOR, Data: c.Bytes()}
-	}
+	chunk := func(from, to int64) prompb.Chunk { return xorChunk(t, from, to) }
 	for _, tc := range []struct {
 		name     string
 		replicas [][]prompb.Chunk

@@ -237,7 +237,7 @@ func (ts *TimeSeries) appendExemplarV2(b []byte, st *v2State, maxLabels int, bud
 		switch {
 		case field == 1 && (wire == wireBytes || wire == wireVarint):
 			if refs, err = d.appendUint32s(refs, wire); err != nil {
-				return err
+				return fmt.Errorf("label references: %w", err)
 			}
 		default:
 			if err := e.unmarshalValueOrSkip(&d, field, wire); err != nil {

@@ -164,10 +164,13 @@ func FuzzUnmarshalV2(f *testing.F) {
 		}
 		var r Request
 		if err := r.UnmarshalV2(buf, Limits{}); err != nil {
-			// Only what gogo does not check: the references and the table.
+			// Only what gogo does not check: the references and the table,
+			// and a packed run of references whose last varint is cut
+			// (gogo reads it on into the bytes after the run).
 			msg := err.Error()
 			require.True(t, errors.Is(err, ErrBadSymbols) || strings.Contains(msg, "symbol reference") || strings.Contains(msg, "come in pairs") ||
-				strings.Contains(msg, "overflows 32 bits") || errors.Is(err, ErrTooManyObjects), "gogo accepts this input: %v", err)
+				strings.Contains(msg, "overflows 32 bits") || errors.Is(err, ErrTooManyObjects) ||
+				(strings.Contains(msg, "label references") && errors.Is(err, ErrTruncated)), "gogo accepts this input: %v", err)
 			return
 		}
 		require.Len(t, r.Timeseries, len(want.Timeseries))

@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoders$$' -fuzztime $(FUZZTIME) ./pkg/rpc
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./pkg/rpc
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalSeries$$' -fuzztime $(FUZZTIME) ./pkg/promapi
+	$(GO) test -run '^$$' -fuzz '^FuzzGate$$' -fuzztime $(FUZZTIME) ./pkg/auth
 
 # End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.
 e2e: build

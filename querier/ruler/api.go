@@ -538,7 +538,7 @@ func askPeers[T any](r *Ruler, ctx context.Context, id, path string, params url.
 				Status string `json:"status"`
 				Data   T      `json:"data"`
 			}
-			err := getJSON(ctx, base+path+"?"+params.Encode(), id, &body)
+			err := getJSON(ctx, r.peerClient, base+path+"?"+params.Encode(), id, &body)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -553,13 +553,13 @@ func askPeers[T any](r *Ruler, ctx context.Context, id, path string, params url.
 	return warnings
 }
 
-func getJSON(ctx context.Context, u, id string, into any) error {
+func getJSON(ctx context.Context, client *http.Client, u, id string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set(tenant.HeaderName, id)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -125,6 +125,9 @@ type Deps struct {
 	Peers func() ([]string, error)
 	// Parser parses rule expressions as the querier does.
 	Parser parser.Parser
+	// Transport carries requests to a query-frontend and to the other
+	// rulers (with the cluster's internal credential); nil: Go's default.
+	Transport http.RoundTripper
 }
 
 // Ruler is the ruler service.
@@ -138,6 +141,8 @@ type Ruler struct {
 	// query evaluates the rules' expressions: the engine of the process,
 	// or a query-frontend.
 	query rules.QueryFunc
+	// peerClient asks the other rulers for their groups.
+	peerClient *http.Client
 
 	mu      sync.Mutex
 	tenants map[string]*tenantRules
@@ -154,10 +159,11 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 		tenants: map[string]*tenantRules{},
 		syncNow: make(chan struct{}, 1),
 	}
+	r.peerClient = &http.Client{Transport: deps.Transport}
 	r.query = rules.EngineQueryFunc(deps.Engine, deps.Queryable)
 	if cfg.QueryFrontendAddress != "" {
 		endpoint, _ := frontendURL(cfg.QueryFrontendAddress) // checked by Validate
-		r.query = frontendQueryFunc(&http.Client{Timeout: cfg.QueryFrontendTimeout}, endpoint)
+		r.query = frontendQueryFunc(&http.Client{Timeout: cfg.QueryFrontendTimeout, Transport: deps.Transport}, endpoint)
 	}
 	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
 	return r

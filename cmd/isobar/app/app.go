@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
+	"github.com/isobar-tsdb/isobar/pkg/auth"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
@@ -41,6 +42,7 @@ type App struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 	server *Server
+	gate   *auth.Gate
 
 	overrides    *limits.Overrides
 	memberlistKV *memberlist.KVInitService
@@ -89,7 +91,10 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	cfg.IngesterClient.Credentials, cfg.StoreGatewayClient.Credentials = clientCreds, clientCreds
-	a.server = newServer(cfg.Server, serverCreds, cfg.MultitenancyEnabled, logger, reg)
+	if a.gate, err = auth.NewGate(cfg.Auth, cfg.MultitenancyEnabled, logger, reg); err != nil {
+		return nil, err
+	}
+	a.server = newServer(cfg.Server, serverCreds, a.gate, logger, reg)
 	targets, err := parseTargets(cfg.Target)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
 	"github.com/isobar-tsdb/isobar/ingest/hatracker"
+	"github.com/isobar-tsdb/isobar/pkg/auth"
 	"github.com/isobar-tsdb/isobar/pkg/limits"
 	"github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/profiling"
@@ -63,7 +64,9 @@ type Config struct {
 	StoreGateway    StoreGatewayConfig `yaml:"store_gateway"`
 	Compactor       compactor.Config   `yaml:"compactor"`
 	Ruler           ruler.Config       `yaml:"ruler"`
-	Limits          limits.Limits      `yaml:"limits"`
+	// Auth finds each request's caller, tenant and rights.
+	Auth   auth.Config   `yaml:"auth"`
+	Limits limits.Limits `yaml:"limits"`
 
 	// TenantLimits overrides Limits field by field for single tenants.
 	TenantLimits map[string]yaml.Node `yaml:"tenant_limits"`
@@ -110,7 +113,8 @@ type ServerConfig struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Target, "target", TargetAll, "Comma-separated components to run: "+strings.Join(knownTargets(), ", ")+".")
 	f.StringVar(&c.DataDir, "data.dir", "./data", "Directory for everything the process stores on disk.")
-	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Take the tenant from the X-Scope-OrgID header. When false, every request belongs to tenant \"anonymous\".")
+	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "With -auth.type=trust, take the tenant from the X-Scope-OrgID header as sent. When false, every request belongs to tenant \"anonymous\". Every other -auth.type turns it on.")
+	c.Auth.RegisterFlags(f)
 	f.StringVar(&c.Server.HTTPListenAddress, "server.http-listen-address", "", "Address the HTTP server listens on; empty means all addresses.")
 	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 9009, "Port the HTTP server listens on; 0 picks a free one.")
 	f.IntVar(&c.Server.GRPCListenPort, "server.grpc-listen-port", 9095, "Port the gRPC server (ingester push) listens on, on the HTTP listen address; 0 picks a free one.")
@@ -180,12 +184,30 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("-data.dir must not be empty")
 	}
+	if err := c.validateInternalAuth(targets); err != nil {
+		return err
+	}
 	if c.StoreGateway.ReplicationFactor <= 0 {
 		return fmt.Errorf("-store-gateway.replication-factor must be positive, is %d", c.StoreGateway.ReplicationFactor)
 	}
 	return errors.Join(c.IngesterClient.Validate("ingester.client"), c.StoreGatewayClient.Validate("store-gateway.client"), c.InternalGRPCTLS.Validate(), c.Log.Validate(), c.Ring.Validate(), c.Distributor.Validate(), c.Ingester.Validate(),
 		c.Querier.Config.Validate(), c.Querier.Storage.Validate(), c.QueryFrontend.Validate(), c.Ruler.Validate(), c.Bucket.Validate(), c.StoreGateway.Config.Validate(),
-		c.Compactor.Validate(), c.Limits.Validate())
+		c.Compactor.Validate(), c.Limits.Validate(), c.Auth.Validate())
+}
+
+// validateInternalAuth asks for the cluster's internal secret where a
+// process sends HTTP requests to another that authenticates them.
+func (c *Config) validateInternalAuth(targets []string) error {
+	if !c.Auth.Enabled() || c.Auth.InternalSecretFile != "" || slices.Contains(targets, TargetAll) {
+		return nil
+	}
+	if slices.Contains(targets, TargetQueryFrontend) && !slices.Contains(targets, TargetQuerier) {
+		return fmt.Errorf("-auth.type=%s: a query-frontend whose queriers run elsewhere needs -auth.internal-secret-file (the same file as theirs) to reach them", c.Auth.Type)
+	}
+	if slices.Contains(targets, TargetRuler) {
+		return fmt.Errorf("-auth.type=%s: a ruler of a cluster needs -auth.internal-secret-file (the same file as the other processes') to reach the other rulers and the query-frontend", c.Auth.Type)
+	}
+	return nil
 }
 
 // Load builds the configuration from the defaults, then the YAML file named

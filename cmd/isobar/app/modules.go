@@ -26,6 +26,7 @@ import (
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
+	"github.com/isobar-tsdb/isobar/pkg/tenant"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/querier/frontend"
@@ -49,6 +50,7 @@ const (
 	TargetRuler = "ruler"
 
 	moduleServer           = "server"
+	moduleAuth             = "auth"
 	moduleOverrides        = "overrides"
 	moduleMemberlistKV     = "memberlist-kv"
 	moduleRingStore        = "ring-store"
@@ -77,6 +79,7 @@ func parseTargets(s string) ([]string, error) {
 // registerModules declares every module and how they depend on each other.
 // The dskit module manager starts dependencies first and stops them last.
 func (a *App) registerModules(mm *modules.Manager) error {
+	mm.RegisterModule(moduleAuth, func() (services.Service, error) { return a.gate, nil }, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleServer, a.initServer, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleOverrides, a.initOverrides, modules.UserInvisibleModule)
 	mm.RegisterModule(moduleMemberlistKV, a.initMemberlistKV, modules.UserInvisibleModule)
@@ -95,6 +98,7 @@ func (a *App) registerModules(mm *modules.Manager) error {
 	mm.RegisterModule(TargetAll, nil)
 
 	deps := map[string][]string{
+		moduleServer:       {moduleAuth},
 		moduleRingStore:    {moduleMemberlistKV},
 		moduleIngesterRing: {moduleServer, moduleRingStore},
 		moduleIngesterPool: {moduleIngesterRing},
@@ -223,9 +227,12 @@ func (a *App) initQueryFrontend() (services.Service, error) {
 		err        error
 	)
 	if a.localQuerier() {
-		downstream = frontend.HandlerTransport(a.server.withTenant(a.cfg.MultitenancyEnabled, a.querierHandler))
+		// The frontend has admitted the caller and names its tenant.
+		downstream = frontend.HandlerTransport(onAPIPaths(tenant.Middleware(a.gate.Multitenancy(), a.querierHandler), a.querierHandler))
 	} else if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
 		return nil, err
+	} else {
+		downstream = a.gate.InternalTransport(downstream)
 	}
 	cfg := a.cfg.QueryFrontend
 	cfg.Parser = engine.ParserOptions(a.cfg.Querier.Config)

@@ -43,6 +43,7 @@ func (a *App) initRuler() (services.Service, error) {
 		Store:     store,
 		Limits:    a.overrides,
 		Parser:    parser.NewParser(engine.ParserOptions(a.cfg.Querier.Config)),
+		Transport: a.gate.InternalTransport(nil),
 	}
 	if !a.ringed() {
 		r := ruler.New(a.cfg.Ruler, deps, a.logger, a.reg)

@@ -24,8 +24,8 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/isobar-tsdb/isobar/pkg/auth"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
-	"github.com/isobar-tsdb/isobar/pkg/tenant"
 )
 
 // Server is the process's HTTP server, a service that listens while the
@@ -50,6 +50,8 @@ type Server struct {
 	opLis  net.Listener
 	opAddr atomic.Pointer[string]
 
+	// gate authenticates the API's callers and the operator endpoints'.
+	gate     *auth.Gate
 	duration *prometheus.HistogramVec
 	// crossOrigin refuses state-changing requests a browser sends for
 	// another site's page: operators' actions cannot be triggered by a
@@ -58,10 +60,11 @@ type Server struct {
 }
 
 // newServer returns the process's servers; creds, if not nil, secure its
-// gRPC server (mutual TLS).
-func newServer(cfg ServerConfig, creds credentials.TransportCredentials, multitenancy bool, logger *slog.Logger, reg *prometheus.Registry) *Server {
+// gRPC server (mutual TLS); gate admits the HTTP requests.
+func newServer(cfg ServerConfig, creds credentials.TransportCredentials, gate *auth.Gate, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	s := &Server{
 		cfg:         cfg,
+		gate:        gate,
 		crossOrigin: http.NewCrossOriginProtection(),
 		mux:         http.NewServeMux(),
 		logger:      logger.With("component", "server"),
@@ -92,7 +95,7 @@ func newServer(cfg ServerConfig, creds credentials.TransportCredentials, multite
 	s.HandleOperator("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	s.HandleOperator("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	s.srv = &http.Server{
-		Handler:           s.withTenant(multitenancy, s.instrument(s.mux)),
+		Handler:           s.withTenant(s.instrument(s.mux)),
 		ReadHeaderTimeout: 30 * time.Second,
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		WriteTimeout:      cfg.HTTPWriteTimeout,
@@ -184,7 +187,7 @@ func (s *Server) HandleOperator(pattern string, h http.Handler) {
 	if s.cfg.OperatorEndpointsDisabled {
 		return
 	}
-	s.opMux.Handle(pattern, s.crossOrigin.Handler(h))
+	s.opMux.Handle(pattern, s.crossOrigin.Handler(s.gate.Admin(h)))
 }
 
 // OperatorAddr is the address of the operator endpoints' own server, once
@@ -239,10 +242,16 @@ func (s *Server) Addr() string {
 	return ""
 }
 
-// withTenant resolves the tenant of the API paths. Operational endpoints and
-// the build info, which Grafana asks before it knows a tenant, need none.
-func (s *Server) withTenant(multitenancy bool, next http.Handler) http.Handler {
-	withTenant := tenant.Middleware(multitenancy, next)
+// withTenant admits the callers of the API paths and resolves their
+// tenant.
+func (s *Server) withTenant(next http.Handler) http.Handler {
+	return onAPIPaths(s.gate.Tenant(neededRights, next), next)
+}
+
+// onAPIPaths sends the API paths' requests to withTenant and the others to
+// next. Operational endpoints and the build info, which Grafana asks
+// before it knows a tenant, need no tenant.
+func onAPIPaths(withTenant, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		if (strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/prometheus/") || strings.HasPrefix(p, "/otlp/")) &&
@@ -252,6 +261,17 @@ func (s *Server) withTenant(multitenancy bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// neededRights is what a request of the API needs on its tenant.
+func neededRights(r *http.Request) auth.Rights {
+	switch p := r.URL.Path; {
+	case p == "/api/v1/push" || p == "/api/v1/write" || p == "/otlp/v1/metrics":
+		return auth.Write
+	case strings.Contains(p, "/config/v1/rules") && r.Method != http.MethodGet && r.Method != http.MethodHead:
+		return auth.ManageRules
+	}
+	return auth.Read
 }
 
 // instrument records every request's duration by the route that served it.

@@ -103,6 +103,8 @@ func sample(tMs int64, v float64) prompb.Sample { return prompb.Sample{Timestamp
 type apiClient struct {
 	base   string // e.g. http://127.0.0.1:9009 (the client adds /api/v1/...)
 	tenant string // X-Scope-OrgID; empty sends none
+	// header is sent with every request (a credential).
+	header http.Header
 }
 
 type apiEnvelope struct {
@@ -119,7 +121,10 @@ func (c apiClient) getRaw(path string, params url.Values) (int, string, error) {
 	if len(params) > 0 {
 		u += "?" + params.Encode()
 	}
-	h := http.Header{}
+	h := c.header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
 	if c.tenant != "" {
 		h.Set("X-Scope-OrgID", c.tenant)
 	}

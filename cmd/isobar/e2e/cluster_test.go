@@ -50,6 +50,12 @@ func clusterMember(t *testing.T, join, name, target, gossipAddr string, extra ..
 
 // startCluster starts the cluster; extra flags go to every member.
 func startCluster(t *testing.T, extra ...string) *cluster {
+	return startClusterAs(t, nil, extra...)
+}
+
+// startClusterAs is startCluster for members whose operator endpoints need
+// the credential in operator.
+func startClusterAs(t *testing.T, operator http.Header, extra ...string) *cluster {
 	// Every member joins through the first ingester, the distributor and
 	// the querier: whichever of them restarts finds the others again.
 	ingesterGossip, distributorGossip, querierGossip := freeAddr(t), freeAddr(t), freeAddr(t)
@@ -66,7 +72,7 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 	c.distributor = startIsobar(t, t.TempDir(), clusterMember(t, join, "distributor", "distributor", distributorGossip, extra...)...)
 	c.querier = startIsobar(t, t.TempDir(), clusterMember(t, join, "querier", "querier", querierGossip, extra...)...)
 	for _, p := range []*isobar{c.distributor, c.querier} {
-		waitActive(t, p, 3)
+		waitActiveAs(t, p, 3, operator)
 	}
 	return c
 }
@@ -74,8 +80,14 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 // waitActive waits until p's view of the ring has n ACTIVE ingesters.
 func waitActive(t *testing.T, p *isobar, n int) {
 	t.Helper()
+	waitActiveAs(t, p, n, nil)
+}
+
+// waitActiveAs is waitActive asking with the credential in operator.
+func waitActiveAs(t *testing.T, p *isobar, n int, operator http.Header) {
+	t.Helper()
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d ACTIVE ingesters in the ring", n), func() error {
-		code, page, err := httpGet(p.URL+"/ring", nil)
+		code, page, err := httpGet(p.URL+"/ring", operator)
 		if err != nil {
 			return err
 		}

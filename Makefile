@@ -7,6 +7,7 @@ FUZZTIME ?= 100000x
 VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
 # Prometheus 3, built from the prometheus module by the same script.
 PROMETHEUS3 ?= $(shell $(GO) env GOPATH)/bin/prometheus3
+HYDRA ?= $(shell $(GO) env GOPATH)/bin/hydra
 
 .PHONY: all build run run-cluster test test-deps rules unit race e2e fuzz bench bench-go vet clean
 
@@ -64,7 +65,7 @@ fuzz:
 
 # End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.
 e2e: build
-	ISOBAR_BIN=$(CURDIR)/$(BIN) ISOBAR_VERSITYGW=$(VERSITYGW) ISOBAR_PROMETHEUS3=$(PROMETHEUS3) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
+	ISOBAR_BIN=$(CURDIR)/$(BIN) ISOBAR_VERSITYGW=$(VERSITYGW) ISOBAR_PROMETHEUS3=$(PROMETHEUS3) ISOBAR_HYDRA=$(HYDRA) $(GO) test -count=1 -timeout 20m -tags e2e ./cmd/isobar/e2e/
 
 # Go micro-benchmarks of the hot paths.
 bench-go:

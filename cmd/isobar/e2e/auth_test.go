@@ -76,6 +76,53 @@ func authTokensFile(extra string) string {
 		sha256Hex("pw-rules-a"), sha256Hex("tok-operator")) + extra
 }
 
+// startWritingPrometheus starts a Prometheus that scrapes itself every
+// second and remote-writes to pushURL once per writer: each write's series
+// get the label writer=NAME, and its request the credential that the YAML
+// of auth (a line of remote_write's: authorization, basic_auth, oauth2)
+// gives.
+func startWritingPrometheus(t *testing.T, pushURL string, writers map[string]string) *prometheus {
+	t.Helper()
+	cfg := fmt.Sprintf(`
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{targets: ['%s']}]
+remote_write:
+`, promAddrPlaceholder)
+	for name, auth := range writers {
+		cfg += fmt.Sprintf(`  - url: %s
+    %s
+    write_relabel_configs: [{target_label: writer, replacement: %s}]
+    queue_config: {batch_send_deadline: 1s}
+`, pushURL, auth, name)
+	}
+	return startPrometheus(t, cfg)
+}
+
+// writersSeen returns the values of the writer label on the up series the
+// caller of c sees (the tests' Prometheus servers label each remote write).
+func writersSeen(c apiClient) (map[string]bool, error) {
+	raw, err := c.get("/api/v1/query", url.Values{"query": {"count by (writer) (up)"}})
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, r := range v.Result {
+		out[r.Metric["writer"]] = true
+	}
+	return out, nil
+}
+
 // authDecision is a request and the status the front door must answer.
 type authDecision struct {
 	name   string
@@ -157,55 +204,20 @@ func TestTokensOnACluster(t *testing.T) {
 		append([]string{"-bucket.filesystem.dir=" + t.TempDir(), "-ruler.poll-interval=1s", "-ruler.min-evaluation-interval=1s",
 			"-ruler.query-frontend.address=" + fe.URL}, authFlags...)...)...)
 
-	prom := startPrometheus(t, fmt.Sprintf(`
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs: [{targets: ['%s']}]
-remote_write:
-  - url: %[2]s/api/v1/push
-    authorization: {credentials: tok-prometheus-a}
-    write_relabel_configs: [{target_label: writer, replacement: a}]
-    queue_config: {batch_send_deadline: 1s}
-  - url: %[2]s/api/v1/push
-    basic_auth: {username: prometheus-b, password: pw-prometheus-b}
-    write_relabel_configs: [{target_label: writer, replacement: b}]
-    queue_config: {batch_send_deadline: 1s}
-  - url: %[2]s/api/v1/push
-    authorization: {credentials: tok-grafana-a}
-    write_relabel_configs: [{target_label: writer, replacement: reader}]
-    queue_config: {batch_send_deadline: 1s}
-`, promAddrPlaceholder, c.distributor.URL))
-	_ = prom
+	startWritingPrometheus(t, c.distributor.URL+"/api/v1/push", map[string]string{
+		"a":      "authorization: {credentials: tok-prometheus-a}",
+		"b":      "basic_auth: {username: prometheus-b, password: pw-prometheus-b}",
+		"reader": "authorization: {credentials: tok-grafana-a}",
+	})
 
 	teamA := apiClient{base: fe.URL + "/prometheus", header: bearerHeader("tok-grafana-a")}
 	teamB := apiClient{base: fe.URL + "/prometheus", header: bearerHeader("tok-grafana-b")}
-	writersOf := func(c apiClient) (map[string]bool, error) {
-		raw, err := c.get("/api/v1/query", url.Values{"query": {"count by (writer) (up)"}})
-		if err != nil {
-			return nil, err
-		}
-		var v struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		out := map[string]bool{}
-		for _, r := range v.Result {
-			out[r.Metric["writer"]] = true
-		}
-		return out, nil
-	}
 	for name, want := range map[string]struct {
 		c      apiClient
 		writer string
 	}{"team-a": {teamA, "a"}, "team-b": {teamB, "b"}} {
 		waitFor(t, 60*time.Second, name+" to read back what its Prometheus wrote", func() error {
-			got, err := writersOf(want.c)
+			got, err := writersSeen(want.c)
 			if err != nil {
 				return err
 			}
@@ -227,7 +239,7 @@ remote_write:
 		return nil
 	})
 	for name, cl := range map[string]apiClient{"team-a": teamA, "team-b": teamB} {
-		got, err := writersOf(cl)
+		got, err := writersSeen(cl)
 		require.NoError(t, err)
 		require.Len(t, got, 1, "%s sees only its own writer's series: %v", name, got)
 	}

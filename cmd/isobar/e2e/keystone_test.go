@@ -193,41 +193,13 @@ func TestKeystoneProjectsAreTenants(t *testing.T) {
 
 	const recheck = 3 * time.Second
 	iso := startIsobar(t, t.TempDir(), "-auth.type=keystone", "-auth.keystone.url="+ks.URL, "-auth.keystone.recheck-period="+recheck.String())
-	startPrometheus(t, fmt.Sprintf(`
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs: [{targets: ['%s']}]
-remote_write:
-  - url: %[2]s/api/v1/push
-    authorization: {credentials: %[3]s}
-    write_relabel_configs: [{target_label: writer, replacement: alice}]
-    queue_config: {batch_send_deadline: 1s}
-  - url: %[2]s/api/v1/push
-    basic_auth: {username: %[4]s, password: %[5]s}
-    write_relabel_configs: [{target_label: writer, replacement: carol}]
-    queue_config: {batch_send_deadline: 1s}
-`, promAddrPlaceholder, iso.URL, alice, cred.ApplicationCredential.ID, cred.ApplicationCredential.Secret))
+	startWritingPrometheus(t, iso.URL+"/api/v1/push", map[string]string{
+		"alice": "authorization: {credentials: " + alice + "}",
+		"carol": fmt.Sprintf("basic_auth: {username: %s, password: %s}", cred.ApplicationCredential.ID, cred.ApplicationCredential.Secret),
+	})
 
 	writers := func(tok string) (map[string]bool, error) {
-		raw, err := apiClient{base: iso.URL, header: http.Header{"X-Auth-Token": {tok}}}.get("/api/v1/query", url.Values{"query": {"count by (writer) (up)"}})
-		if err != nil {
-			return nil, err
-		}
-		var v struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		out := map[string]bool{}
-		for _, r := range v.Result {
-			out[r.Metric["writer"]] = true
-		}
-		return out, nil
+		return writersSeen(apiClient{base: iso.URL, header: http.Header{"X-Auth-Token": {tok}}})
 	}
 	for _, w := range []struct{ reader, writer string }{{bob, "alice"}, {carol, "carol"}} {
 		waitFor(t, 60*time.Second, w.writer+"'s series in its project", func() error {

@@ -139,43 +139,16 @@ func TestOIDCFromHydra(t *testing.T) {
 
 	iso := startIsobar(t, t.TempDir(), "-auth.type=oidc", "-auth.oidc.issuer-url="+h.Issuer, "-auth.oidc.audience=isobar",
 		"-auth.oidc.tenant-claim=scp", "-auth.oidc.tenant-prefix=tenant:", "-auth.oidc.rights-claim=scp")
-	startPrometheus(t, fmt.Sprintf(`
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs: [{targets: ['%s']}]
-remote_write:
-  - url: %[2]s/api/v1/push
-    oauth2: {client_id: %[3]s, client_secret: %[4]s, token_url: %[5]s/oauth2/token, scopes: ['tenant:team-a', 'isobar:write'], endpoint_params: {audience: isobar}}
-    write_relabel_configs: [{target_label: writer, replacement: a}]
-    queue_config: {batch_send_deadline: 1s}
-  - url: %[2]s/api/v1/push
-    oauth2: {client_id: %[6]s, client_secret: %[7]s, token_url: %[5]s/oauth2/token, scopes: ['tenant:team-b', 'isobar:write'], endpoint_params: {audience: isobar}}
-    write_relabel_configs: [{target_label: writer, replacement: b}]
-    queue_config: {batch_send_deadline: 1s}
-`, promAddrPlaceholder, iso.URL, writerA.ID, writerA.Secret, h.Issuer, writerB.ID, writerB.Secret))
+	oauth2 := func(c oauthClient, tenant string) string {
+		return fmt.Sprintf("oauth2: {client_id: %s, client_secret: %s, token_url: %s/oauth2/token, scopes: ['tenant:%s', 'isobar:write'], endpoint_params: {audience: isobar}}",
+			c.ID, c.Secret, h.Issuer, tenant)
+	}
+	startWritingPrometheus(t, iso.URL+"/api/v1/push", map[string]string{"a": oauth2(writerA, "team-a"), "b": oauth2(writerB, "team-b")})
 
 	tokA := h.token(t, readerA, "tenant:team-a isobar:read", "isobar")
 	tokB := h.token(t, readerB, "tenant:team-b isobar:read", "isobar")
 	writers := func(tok string) (map[string]bool, error) {
-		raw, err := apiClient{base: iso.URL, header: bearerHeader(tok)}.get("/api/v1/query", url.Values{"query": {"count by (writer) (up)"}})
-		if err != nil {
-			return nil, err
-		}
-		var v struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		out := map[string]bool{}
-		for _, r := range v.Result {
-			out[r.Metric["writer"]] = true
-		}
-		return out, nil
+		return writersSeen(apiClient{base: iso.URL, header: bearerHeader(tok)})
 	}
 	for _, w := range []struct{ tok, writer string }{{tokA, "a"}, {tokB, "b"}} {
 		waitFor(t, 60*time.Second, "writer "+w.writer+"'s series in its tenant", func() error {

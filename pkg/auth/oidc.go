@@ -25,6 +25,7 @@ type OIDCConfig struct {
 	RightsClaim  string        `yaml:"rights_claim"`
 	Rights       string        `yaml:"rights"`
 	Timeout      time.Duration `yaml:"timeout"`
+	KeysMaxAge   time.Duration `yaml:"keys_max_age"`
 }
 
 // RegisterFlags registers OIDC's flags.
@@ -36,6 +37,7 @@ func (c *OIDCConfig) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.RightsClaim, "auth.oidc.rights-claim", "scope", "Claim whose values give the caller's rights (scopes, groups, roles), on each of its tenants.")
 	f.StringVar(&c.Rights, "auth.oidc.rights", "isobar:read=read,isobar:write=write,isobar:rules=rules,isobar:admin=admin", "Rights of the rights claim's values: value=right+right, comma-separated.")
 	f.DurationVar(&c.Timeout, "auth.oidc.timeout", 5*time.Second, "Longest wait for the issuer's discovery document or keys.")
+	f.DurationVar(&c.KeysMaxAge, "auth.oidc.keys-max-age", 10*time.Minute, "How long the issuer's discovery document and keys are used before they are fetched again: a key the issuer withdrew is trusted at most this long for tokens not yet checked.")
 }
 
 // Validate checks OIDC's configuration.
@@ -49,8 +51,8 @@ func (c *OIDCConfig) Validate() error {
 	if _, err := parseRightsMap("auth.oidc.rights", c.Rights); err != nil {
 		return err
 	}
-	if c.Timeout <= 0 {
-		return errors.New("-auth.oidc.timeout must be positive")
+	if c.Timeout <= 0 || c.KeysMaxAge <= 0 {
+		return errors.New("-auth.oidc.timeout and -auth.oidc.keys-max-age must be positive")
 	}
 	return nil
 }
@@ -67,6 +69,8 @@ type openIDConnect struct {
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	// verifiedAt is when the verifier's discovery was made.
+	verifierAt time.Time
 	// failedAt is when discovery last failed: it is tried again at most
 	// every second, not on every request.
 	failedAt time.Time
@@ -87,14 +91,21 @@ func newOIDC(cfg OIDCConfig, cacheSize int, reg prometheus.Registerer) (*openIDC
 }
 
 // verifierFor discovers the issuer the first time it is needed, so a
-// process starts while its issuer is down.
+// process starts while its issuer is down, and again once the keys are
+// older than their max age (go-oidc fetches keys only for a key ID it has
+// not seen, so it would trust a withdrawn key for ever). While the issuer
+// does not answer, the keys in hand are kept.
 func (o *openIDConnect) verifierFor() (*oidc.IDTokenVerifier, *Failure) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.verifier != nil {
+	now := o.now()
+	if o.verifier != nil && now.Sub(o.verifierAt) < o.cfg.KeysMaxAge {
 		return o.verifier, nil
 	}
-	if time.Since(o.failedAt) < time.Second {
+	if now.Sub(o.failedAt) < time.Second {
+		if o.verifier != nil {
+			return o.verifier, nil
+		}
 		return nil, unavailable("the OIDC issuer did not answer: try again later")
 	}
 	// Keys are fetched with the provider's context: not a request's,
@@ -102,10 +113,13 @@ func (o *openIDConnect) verifierFor() (*oidc.IDTokenVerifier, *Failure) {
 	ctx := oidc.ClientContext(context.Background(), o.client)
 	p, err := oidc.NewProvider(ctx, o.cfg.IssuerURL)
 	if err != nil {
-		o.failedAt = time.Now()
+		o.failedAt = now
+		if o.verifier != nil {
+			return o.verifier, nil
+		}
 		return nil, unavailable("the OIDC issuer did not answer: try again later")
 	}
-	o.verifier = p.VerifierContext(ctx, &oidc.Config{ClientID: o.cfg.Audience, Now: o.now})
+	o.verifier, o.verifierAt = p.VerifierContext(ctx, &oidc.Config{ClientID: o.cfg.Audience, Now: o.now}), now
 	return o.verifier, nil
 }
 

@@ -160,6 +160,22 @@ func TestOIDC(t *testing.T) {
 	require.Equal(t, "team-b", body)
 	require.Greater(t, f.jwksN.Load(), before)
 
+	// A key the issuer no longer publishes: its tokens not yet checked are
+	// refused once the keys are past their max age.
+	retiredKey := f.keys[0]
+	f.mu.Lock()
+	f.keys = f.keys[1:]
+	f.mu.Unlock()
+	retired := signWith(t, retiredKey, f.claims("tenant:team-a", "isobar:read"))
+	code, _ = serve(reads, http.MethodGet, bearer(retired))
+	require.Equal(t, 200, code, "within the keys' max age")
+	retired = signWith(t, retiredKey, f.claims("tenant:team-a", "isobar:read", "isobar:write"))
+	o := g.authn.(*openIDConnect)
+	o.now = func() time.Time { return time.Now().Add(o.cfg.KeysMaxAge) }
+	code, body = serve(reads, http.MethodGet, bearer(retired))
+	require.Equal(t, 401, code, body)
+	require.Contains(t, body, "not valid")
+
 	// A checked token is cached: the issuer going away does not matter.
 	f.srv.Close()
 	code, _ = serve(reads, http.MethodGet, bearer(rotated))

@@ -140,16 +140,7 @@ func (o *openIDConnect) authenticate(ctx context.Context, c credential) (*Identi
 	}
 	tok, err := v.Verify(ctx, c.secret)
 	if err != nil {
-		var expired *oidc.TokenExpiredError
-		if errors.As(err, &expired) {
-			return nil, unauthenticated(ReasonExpired, "the token has expired")
-		}
-		if ctx.Err() == nil && strings.Contains(err.Error(), "fetching keys") {
-			return nil, unavailable("the OIDC issuer's keys could not be fetched: try again later")
-		}
-		// go-oidc's message says which check failed (signature,
-		// issuer, audience, malformed) without the token.
-		return nil, unauthenticated(ReasonInvalid, "the token is not valid: %v", err)
+		return nil, verifyFailure(ctx, err)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
@@ -161,6 +152,30 @@ func (o *openIDConnect) authenticate(ctx context.Context, c credential) (*Identi
 	}
 	o.cache.put(key, id, tok.Expiry, now)
 	return id, nil
+}
+
+// verifyFailure says which check of go-oidc's a token failed, in words
+// that name neither the token nor what the issuer and audience should be.
+func verifyFailure(ctx context.Context, err error) *Failure {
+	var expired *oidc.TokenExpiredError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &expired):
+		return unauthenticated(ReasonExpired, "the token has expired")
+	case ctx.Err() == nil && strings.Contains(msg, "fetching keys"):
+		return unavailable("the OIDC issuer's keys could not be fetched: try again later")
+	case strings.Contains(msg, "malformed jwt"), strings.Contains(msg, "not signed"), strings.Contains(msg, "multiple signatures"):
+		return unauthenticated(ReasonMalformed, "the token is not valid: not a signed JWT")
+	case strings.Contains(msg, "different provider"):
+		return unauthenticated(ReasonInvalid, "the token is not valid: another issuer's")
+	case strings.Contains(msg, "expected audience"):
+		return unauthenticated(ReasonInvalid, "the token is not valid: not for this audience")
+	case strings.Contains(msg, "nbf"):
+		return unauthenticated(ReasonInvalid, "the token is not valid yet")
+	case strings.Contains(msg, "signature"), strings.Contains(msg, "signing algorithm"):
+		return unauthenticated(ReasonInvalid, "the token is not valid: its signature does not verify with the issuer's keys")
+	}
+	return unauthenticated(ReasonInvalid, "the token is not valid")
 }
 
 // identity reads the caller's tenants and rights from claims.

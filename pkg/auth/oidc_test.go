@@ -134,12 +134,12 @@ func TestOIDC(t *testing.T) {
 		contain     string
 	}{
 		{"expired", f.sign(t, expired), 401, "expired"},
-		{"another audience", f.sign(t, wrongAud), 401, "audience"},
-		{"another issuer", f.sign(t, wrongIss), 401, "different provider"},
-		{"signed by another key", forged, 401, "not valid"},
+		{"another audience", f.sign(t, wrongAud), 401, "not for this audience"},
+		{"another issuer", f.sign(t, wrongIss), 401, "another issuer"},
+		{"signed by another key", forged, 401, "signature does not verify"},
 		{"alg none", algNone, 401, "not valid"},
 		{"payload swapped", tampered, 401, "not valid"},
-		{"not a JWT", "hello", 401, "not valid"},
+		{"not a JWT", "hello", 401, "not a signed JWT"},
 		{"no tenant", f.sign(t, f.claims("isobar:read")), 403, "names no tenant"},
 		{"bad tenant", f.sign(t, f.claims("tenant:a/b", "isobar:read")), 403, "not a valid tenant ID"},
 	} {

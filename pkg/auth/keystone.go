@@ -98,7 +98,7 @@ func (k *keystone) authenticate(ctx context.Context, c credential) (*Identity, *
 	var key [sha256.Size]byte
 	switch c.kind {
 	case keystoneCredential, bearerCredential:
-		key = sha256.Sum256([]byte(c.secret))
+		key = hashSecret(c.secret)
 	case basicCredential:
 		key = sha256.Sum256([]byte("application_credential\x00" + c.user + "\x00" + c.secret))
 	default:

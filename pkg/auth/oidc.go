@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"net/http"
@@ -127,7 +126,7 @@ func (o *openIDConnect) authenticate(ctx context.Context, c credential) (*Identi
 	if c.kind != bearerCredential {
 		return nil, unauthenticated(ReasonMissing, "no credential: send a bearer token from the OIDC issuer")
 	}
-	key := sha256.Sum256([]byte(c.secret))
+	key := hashSecret(c.secret)
 	now := o.now()
 	if id, expired := o.cache.get(key, now); id != nil {
 		return id, nil

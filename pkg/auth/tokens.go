@@ -174,7 +174,7 @@ func parseHash(s string) (string, []byte, error) {
 func (s *tokenSet) authenticate(c credential) (*Identity, *Failure) {
 	switch c.kind {
 	case bearerCredential:
-		if id := s.bearer[sha256.Sum256([]byte(c.secret))]; id != nil {
+		if id := s.bearer[hashSecret(c.secret)]; id != nil {
 			return id, nil
 		}
 		return nil, unauthenticated(ReasonUnknown, "the bearer token is not known")
@@ -183,7 +183,7 @@ func (s *tokenSet) authenticate(c credential) (*Identity, *Failure) {
 		if u == nil {
 			return nil, unauthenticated(ReasonUnknown, "wrong username or password")
 		}
-		sum := sha256.Sum256([]byte(c.secret))
+		sum := hashSecret(c.secret)
 		if u.sha256 != nil {
 			if subtle.ConstantTimeCompare(sum[:], u.sha256) == 1 {
 				return u.identity, nil

@@ -71,7 +71,7 @@ if ! "$gobin/hydra" version 2>/dev/null | sed -n 1p | grep -q "isobar-test-$HYDR
   trap 'rm -rf "${wrapper:-}" "${hydra_wrapper:-}"' EXIT
   printf 'module isobar.test/hydra\n\ngo %s\n' "$(go env GOVERSION | sed 's/^go//')" >"$hydra_wrapper/go.mod"
   (cd "$hydra_wrapper" && go mod edit -replace "github.com/gobuffalo/pop/v6=$HYDRA_POP" \
-    && go get "github.com/ory/hydra/v2@$HYDRA_VERSION" \
+    && { go get "github.com/ory/hydra/v2@$HYDRA_VERSION" >"$hydra_wrapper/get.log" 2>&1 || { cat "$hydra_wrapper/get.log" >&2; false; }; } \
     && go build -tags sqlite,sqlite_omit_load_extension \
       -ldflags "-X github.com/ory/hydra/v2/driver/config.Version=isobar-test-$HYDRA_VERSION" \
       -o "$gobin/hydra" github.com/ory/hydra/v2)

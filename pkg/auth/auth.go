@@ -170,6 +170,8 @@ type Config struct {
 	// source address; past them the address gets 429 without a check.
 	FailuresPerSecond float64 `yaml:"failures_per_second"`
 	FailureBurst      int     `yaml:"failure_burst"`
+	// Federation lets reads name several tenants, a|b.
+	Federation bool `yaml:"tenant_federation_enabled"`
 }
 
 // RegisterFlags registers the flags of every type.
@@ -179,6 +181,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.CacheSize, "auth.cache-size", 100_000, "Most validated OIDC or Keystone credentials kept in memory.")
 	f.Float64Var(&c.FailuresPerSecond, "auth.failures-per-second", 5, "Failed authentications a source address may make per second, on average, before its requests get 429 without a check.")
 	f.IntVar(&c.FailureBurst, "auth.failure-burst", 20, "Failed authentications a source address may make at once.")
+	f.BoolVar(&c.Federation, "tenant-federation.enabled", false, "Let queries, series, labels, metadata and exemplars read several tenants at once, X-Scope-OrgID: a|b (the Cortex convention): each series gets the label __tenant_id__. The caller needs read on every one.")
 	c.Tokens.RegisterFlags(f)
 	c.OIDC.RegisterFlags(f)
 	c.Keystone.RegisterFlags(f)

@@ -187,7 +187,7 @@ func (g *Gate) InternalAuthorization() string {
 // tenant, and puts the tenant in the request's context for next.
 func (g *Gate) Tenant(needFor func(*http.Request) Rights, next http.Handler) http.Handler {
 	if !g.cfg.Enabled() {
-		return tenant.Middleware(g.multitenancy, next)
+		return g.Trusted(needFor, next)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, f := g.authenticate(r)
@@ -205,6 +205,30 @@ func (g *Gate) Tenant(needFor func(*http.Request) Rights, next http.Handler) htt
 		}
 		g.refuse(w, r, id, f)
 	})
+}
+
+// Trusted returns a handler that takes the tenant from X-Scope-OrgID as
+// sent: type trust's, and a querier's behind a frontend in its process,
+// which has admitted the caller.
+func (g *Gate) Trusted(needFor func(*http.Request) Rights, next http.Handler) http.Handler {
+	return tenant.MiddlewareValidating(g.multitenancy, func(r *http.Request, id string) error {
+		return g.validTenant(id, needFor(r))
+	}, next)
+}
+
+// validTenant checks the tenant a request names: several (a|b) only for
+// reads, with federation on.
+func (g *Gate) validTenant(id string, need Rights) error {
+	if g.cfg.Federation && need == Read {
+		return tenant.ValidateMany(id)
+	}
+	if strings.Contains(id, "|") {
+		if need != Read {
+			return fmt.Errorf("several tenants (%s) can only be read, not written to", id)
+		}
+		return fmt.Errorf("several tenants (%s) need -tenant-federation.enabled", id)
+	}
+	return tenant.Validate(id)
 }
 
 // Admin returns a handler that lets only callers with the admin right
@@ -280,7 +304,7 @@ func (g *Gate) chooseTenant(id *Identity, r *http.Request, need Rights) (string,
 		}
 		rest = more
 	}
-	if err := tenant.Validate(t); err != nil {
+	if err := g.validTenant(t, need); err != nil {
 		return "", &Failure{Status: http.StatusBadRequest, Reason: ReasonMalformed, Message: "invalid " + tenant.HeaderName + " header: " + err.Error()}
 	}
 	return t, nil

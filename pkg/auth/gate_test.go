@@ -153,7 +153,7 @@ func TestTokensGate(t *testing.T) {
 		{"unknown token", reads, bearer("tok-nobody"), 401, "not known"},
 		{"caller of two tenants must name one", reads, bearer("tok-analyst"), 400, "may use 2 tenants"},
 		{"caller of two tenants names one", reads, with(bearer("tok-analyst"), tenant.HeaderName, "team-b"), 200, "team-b"},
-		{"a|b needs read on both: has it", reads, with(bearer("tok-analyst"), tenant.HeaderName, "team-a|team-b"), 400, "unsupported character"},
+		{"a|b needs federation", reads, with(bearer("tok-analyst"), tenant.HeaderName, "team-a|team-b"), 400, "need -tenant-federation.enabled"},
 		{"a|b needs read on both: lacks one", reads, with(bearer("tok-graf-a"), tenant.HeaderName, "team-a|team-b"), 403, `tenant "team-b"`},
 		{"basic auth with bcrypt", rules, basic("rules-b", "pw-rules-b"), 200, "team-b"},
 		{"basic auth, bcrypt cached", rules, basic("rules-b", "pw-rules-b"), 200, "team-b"},
@@ -184,6 +184,32 @@ func TestTokensGate(t *testing.T) {
 			require.NotContains(t, body, "tok-", "an answer never repeats a credential")
 		})
 	}
+}
+
+func TestFederatedReads(t *testing.T) {
+	g, _ := newTokensGate(t, prometheus.NewRegistry())
+	g.cfg.Federation = true
+	reads := g.Tenant(func(*http.Request) Rights { return Read }, echoTenant)
+	writes := g.Tenant(func(*http.Request) Rights { return Write }, echoTenant)
+	code, body := serve(reads, http.MethodGet, with(bearer("tok-analyst"), tenant.HeaderName, "team-a|team-b"))
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "team-a|team-b", body)
+	code, body = serve(reads, http.MethodGet, with(bearer("tok-graf-a"), tenant.HeaderName, "team-a|team-b"))
+	require.Equal(t, 403, code, body)
+	code, body = serve(writes, http.MethodGet, with(http.Header{"Authorization": {InternalScheme + " 0123456789abcdef0123"}}, tenant.HeaderName, "team-a|team-b"))
+	require.Equal(t, 400, code, body)
+	require.Contains(t, body, "can only be read")
+	code, body = serve(reads, http.MethodGet, with(bearer("tok-analyst"), tenant.HeaderName, "team-a|"))
+	require.Equal(t, 403, code, "an empty tenant is one the caller has no right on: %s", body)
+
+	trust := testConfig()
+	trust.Federation = true
+	tg, err := NewGate(trust, true, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	code, body = serve(tg.Tenant(func(*http.Request) Rights { return Read }, echoTenant), http.MethodGet, with(http.Header{}, tenant.HeaderName, "a|b"))
+	require.Equal(t, 200, code, body)
+	code, body = serve(tg.Tenant(func(*http.Request) Rights { return Write }, echoTenant), http.MethodGet, with(http.Header{}, tenant.HeaderName, "a|b"))
+	require.Equal(t, 400, code, body)
 }
 
 func TestFailedAuthenticationsAreRateLimitedPerAddress(t *testing.T) {

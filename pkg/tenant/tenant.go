@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/grafana/dskit/user"
 )
@@ -53,6 +54,28 @@ func Validate(id string) error {
 	return nil
 }
 
+// MaxFederated bounds the tenants one query across tenants names: each is
+// asked in turn.
+const MaxFederated = 100
+
+// ValidateMany reports whether id names one valid tenant or several,
+// a|b|c (a query across tenants, the Cortex convention), each valid.
+func ValidateMany(id string) error {
+	if !strings.Contains(id, "|") {
+		return Validate(id)
+	}
+	parts := strings.Split(id, "|")
+	if len(parts) > MaxFederated {
+		return fmt.Errorf("%d tenants in one query, more than the limit of %d", len(parts), MaxFederated)
+	}
+	for i, p := range parts {
+		if err := Validate(p); err != nil {
+			return fmt.Errorf("tenant %d of %d: %w", i+1, len(parts), err)
+		}
+	}
+	return nil
+}
+
 func allowed(c byte) bool {
 	switch {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
@@ -85,6 +108,11 @@ func From(ctx context.Context) (string, error) {
 // one is answered with 401 or 400; with it off, every request belongs to
 // Anonymous and the header is ignored.
 func Middleware(multitenancy bool, next http.Handler) http.Handler {
+	return MiddlewareValidating(multitenancy, func(_ *http.Request, id string) error { return Validate(id) }, next)
+}
+
+// MiddlewareValidating is Middleware checking the header with validate.
+func MiddlewareValidating(multitenancy bool, validate func(r *http.Request, id string) error, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := Anonymous
 		if multitenancy {
@@ -93,7 +121,7 @@ func Middleware(multitenancy bool, next http.Handler) http.Handler {
 				http.Error(w, "no tenant ID: set the "+HeaderName+" header (multitenancy is enabled)", http.StatusUnauthorized)
 				return
 			}
-			if err := Validate(id); err != nil {
+			if err := validate(r, id); err != nil {
 				http.Error(w, "invalid "+HeaderName+" header: "+err.Error(), http.StatusBadRequest)
 				return
 			}

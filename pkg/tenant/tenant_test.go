@@ -97,3 +97,12 @@ func FuzzValidate(f *testing.F) {
 		require.NotEqual(t, "..", id)
 	})
 }
+
+func TestValidateMany(t *testing.T) {
+	require.NoError(t, ValidateMany("team-a"))
+	require.NoError(t, ValidateMany("team-a|team-b"))
+	require.ErrorContains(t, ValidateMany("team-a|"), "tenant 2 of 2: tenant ID is empty")
+	require.ErrorContains(t, ValidateMany("a|b/c"), "tenant 2 of 2")
+	require.ErrorContains(t, ValidateMany(strings.Repeat("a|", MaxFederated)+"a"), "more than the limit of 100")
+	require.ErrorContains(t, ValidateMany("a/b"), "unsupported character", "one tenant is checked as Validate checks it")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"runtime"
@@ -17,6 +18,8 @@ import (
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/isobar-tsdb/isobar/ingest/distributor"
@@ -26,7 +29,6 @@ import (
 	isolog "github.com/isobar-tsdb/isobar/pkg/log"
 	"github.com/isobar-tsdb/isobar/pkg/ring"
 	"github.com/isobar-tsdb/isobar/pkg/rpc"
-	"github.com/isobar-tsdb/isobar/pkg/tenant"
 	"github.com/isobar-tsdb/isobar/querier/api"
 	"github.com/isobar-tsdb/isobar/querier/engine"
 	"github.com/isobar-tsdb/isobar/querier/frontend"
@@ -228,7 +230,7 @@ func (a *App) initQueryFrontend() (services.Service, error) {
 	)
 	if a.localQuerier() {
 		// The frontend has admitted the caller and names its tenant.
-		downstream = frontend.HandlerTransport(onAPIPaths(tenant.Middleware(a.gate.Multitenancy(), a.querierHandler), a.querierHandler))
+		downstream = frontend.HandlerTransport(onAPIPaths(a.gate.Trusted(neededRights, a.querierHandler), a.querierHandler))
 	} else if downstream, err = frontend.NewQuerierTransport(a.cfg.QueryFrontend.DownstreamURLs); err != nil {
 		return nil, err
 	} else {
@@ -354,12 +356,12 @@ func (a *App) initQuerier() (services.Service, error) {
 	var prom *api.API
 	if a.localIngester() {
 		q := queryable.NewLimited(queryable.NewSplit(a.ingester, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
-		prom = api.New(eng, q, a.ingester, a.ingester, buildInfo(), a.logger).WithCardinality(queryable.LocalCardinality{Ingester: a.ingester})
+		prom = federatedAPI(eng, q, a.ingester, a.ingester, queryable.LocalCardinality{Ingester: a.ingester}, a.logger)
 		a.querierQueryable = q
 	} else {
 		ingesters := queryable.NewIngesters(a.ring, a.pool)
 		q := queryable.NewLimited(queryable.NewSplit(ingesters, blocks, storageCfg.QueryIngestersWithin, storageCfg.QueryStoreAfter), a.overrides)
-		prom = api.New(eng, q, ingesters, ingesters, buildInfo(), a.logger).WithCardinality(ingesters)
+		prom = federatedAPI(eng, q, ingesters, ingesters, ingesters, a.logger)
 		a.querierQueryable = q
 	}
 	a.querierEngine = eng
@@ -383,6 +385,15 @@ func (a *App) initQuerier() (services.Service, error) {
 			}), nil
 	}
 	return services.NewIdleService(nil, closeTracker), nil
+}
+
+// federatedAPI is the querier's Prometheus API over q, answering reads
+// across tenants (a|b; the gate lets them through only with
+// -tenant-federation.enabled).
+func federatedAPI(eng promql.QueryEngine, q storage.Queryable, exemplars storage.ExemplarQueryable, meta queryable.MetadataQuerier,
+	cardinality queryable.CardinalityQuerier, logger *slog.Logger) *api.API {
+	return api.New(eng, queryable.NewFederated(q), queryable.NewFederatedExemplars(exemplars), queryable.FederatedMetadata{Inner: meta}, buildInfo(), logger).
+		WithCardinality(queryable.SingleTenantCardinality{Inner: cardinality})
 }
 
 // apiConfig is the querier API's configuration, with the engine's parser

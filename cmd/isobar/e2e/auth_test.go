@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +73,12 @@ func authTokensFile(extra string) string {
   - name: operator
     token: %s
     rights: [admin]
+  - name: analyst
+    token: %s
+    tenants: [team-a, team-b]
+    rights: [read]
 `, sha256Hex("tok-prometheus-a"), sha256Hex("pw-prometheus-b"), sha256Hex("tok-grafana-a"), sha256Hex("tok-grafana-b"),
-		sha256Hex("pw-rules-a"), sha256Hex("tok-operator")) + extra
+		sha256Hex("pw-rules-a"), sha256Hex("tok-operator"), sha256Hex("tok-analyst")) + extra
 }
 
 // startWritingPrometheus starts a Prometheus that scrapes itself every
@@ -161,6 +166,8 @@ func checkAuthDecisions(t *testing.T, write, read string) {
 		{"query by a reader", http.MethodGet, read + query, bearerHeader("tok-grafana-a"), 200},
 		{"query by a writer", http.MethodGet, read + query, bearerHeader("tok-prometheus-a"), 403},
 		{"query across tenants without read on both", http.MethodGet, read + query, withHeader(bearerHeader("tok-grafana-a"), "X-Scope-OrgID", "team-a|team-b"), 403},
+		{"query across tenants with read on both", http.MethodGet, read + query, withHeader(bearerHeader("tok-analyst"), "X-Scope-OrgID", "team-a|team-b"), 200},
+		{"push to several tenants", http.MethodPost, write + "/api/v1/push", rw(withHeader(bearerHeader("tok-analyst"), "X-Scope-OrgID", "team-a|team-b")), 403},
 		{"build info needs nothing", http.MethodGet, read + "/prometheus/api/v1/status/buildinfo", http.Header{}, 200},
 		{"operator page without a credential", http.MethodGet, write + "/ring", http.Header{}, 401},
 		{"operator page by a reader", http.MethodGet, write + "/ring", bearerHeader("tok-grafana-a"), 403},
@@ -194,7 +201,8 @@ func TestTokensOnACluster(t *testing.T) {
 	writeAtomically(t, tokens, authTokensFile(""))
 	secret := filepath.Join(dir, "internal-secret")
 	writeAtomically(t, secret, "e2e-internal-secret-0123456789")
-	authFlags := []string{"-auth.type=tokens", "-auth.tokens.file=" + tokens, "-auth.tokens.reload-period=200ms", "-auth.internal-secret-file=" + secret}
+	authFlags := []string{"-auth.type=tokens", "-auth.tokens.file=" + tokens, "-auth.tokens.reload-period=200ms", "-auth.internal-secret-file=" + secret,
+		"-tenant-federation.enabled"}
 	operator := bearerHeader("tok-operator")
 
 	c := startClusterAs(t, operator, authFlags...)
@@ -244,6 +252,24 @@ func TestTokensOnACluster(t *testing.T) {
 		require.Len(t, got, 1, "%s sees only its own writer's series: %v", name, got)
 	}
 
+	// A caller with read on both tenants reads them at once, each series
+	// naming its tenant.
+	raw, err := apiClient{base: fe.URL + "/prometheus", header: withHeader(bearerHeader("tok-analyst"), "X-Scope-OrgID", "team-a|team-b")}.
+		get("/api/v1/query", url.Values{"query": {"count by (__tenant_id__, writer) (up)"}})
+	require.NoError(t, err)
+	var across struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &across))
+	var pairs []string
+	for _, r := range across.Result {
+		pairs = append(pairs, r.Metric["__tenant_id__"]+"/"+r.Metric["writer"])
+	}
+	slices.Sort(pairs)
+	require.Equal(t, []string{"team-a/a", "team-b/b"}, pairs)
+
 	// A rules caller loads a group; the ruler evaluates it through the
 	// frontend and writes the result back to team-a.
 	group := "name: e2e-auth\ninterval: 1s\nrules:\n  - record: e2e:writers:count\n    expr: count(up)\n"
@@ -265,7 +291,7 @@ func TestTokensOnACluster(t *testing.T) {
 		}
 		return nil
 	})
-	raw, err := teamB.get("/api/v1/query", url.Values{"query": {"e2e:writers:count"}})
+	raw, err = teamB.get("/api/v1/query", url.Values{"query": {"e2e:writers:count"}})
 	require.NoError(t, err)
 	require.JSONEq(t, `{"resultType":"vector","result":[]}`, string(raw), "team-b does not see team-a's rules' output")
 

@@ -35,7 +35,7 @@ func TestTenantIsolation(t *testing.T) {
 		{"", http.StatusUnauthorized, "no tenant ID: set the X-Scope-OrgID header"},
 		{"../x", http.StatusBadRequest, `invalid X-Scope-OrgID header: tenant ID contains unsupported character '/'`},
 		{"..", http.StatusBadRequest, `tenant ID must not be "." or ".."`},
-		{"team-a|team-b", http.StatusBadRequest, "unsupported character '|'"},
+		{"team-a|team-b", http.StatusBadRequest, "several tenants (team-a|team-b) can only be read, not written to"},
 		{".tmp-x", http.StatusBadRequest, `tenant ID must not start with "."`},
 	} {
 		code, body, err := push(iso.URL, c.tenant, probe)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,4 +98,40 @@ func answerBytes(b *testing.B, q *Ingesters, req *prompb.Query) int {
 		return nil
 	}))
 	return size
+}
+
+// BenchmarkQueryReplicas is the querier's CPU cost of the query
+// BenchmarkQueryPeakHeap runs, without its heap sampling (a stop of the
+// world every millisecond): three replicas in three other processes, two
+// of them read, merged series by series, counted by the PromQL engine.
+//
+//	go test ./querier/queryable -run '^$' -bench QueryReplicas -count 6 -cpuprofile cpu.out
+func BenchmarkQueryReplicas(b *testing.B) {
+	const n = 100_000
+	q := remoteReplicas(b, 3, n)
+	at := t0 + 4*15_000
+	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e9, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	// The replicas share the machine's cores: the querier's own CPU time,
+	// not the wall time, is what the querier costs.
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b.ReportAllocs()
+	var spent time.Duration
+	for b.Loop() {
+		before := cpu()
+		qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(at))
+		require.NoError(b, err)
+		res := qry.Exec(ctxA)
+		require.NoError(b, res.Err)
+		vec, err := res.Vector()
+		require.NoError(b, err)
+		require.InDelta(b, float64(n), vec[0].F, 0)
+		qry.Close()
+		spent += cpu() - before
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+	b.ReportMetric(spent.Seconds()/float64(b.N), "querier-cpu-s/op")
 }

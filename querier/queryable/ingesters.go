@@ -296,6 +296,11 @@ type chunkSeriesSet struct {
 	at     storage.ChunkSeries
 	err    error
 	failed func(error) (func() ([]*prompb.ChunkedSeries, bool, error), error)
+	// raw is the series advance moved to, as received, and rawSize the
+	// bytes of its chunks; last is the last series moved to, whose labels
+	// a fail-over skips through.
+	raw, last *prompb.ChunkedSeries
+	rawSize   int
 	// skipThrough, after a fail-over, holds the labels of the last series
 	// given: the new source's series up to them were given already.
 	skipThrough labels.Labels
@@ -305,17 +310,23 @@ type chunkSeriesSet struct {
 }
 
 func (s *chunkSeriesSet) Next() bool {
+	return s.advance() && s.build()
+}
+
+// advance moves to the next series the source sent, as received (its
+// labels and chunks pointing into the frame), and counts its chunks
+// against the query's limits; build makes it the set's series.
+func (s *chunkSeriesSet) advance() bool {
 	if s.err != nil {
 		return false
 	}
 	var cs *prompb.ChunkedSeries
-	b := &s.builder
 	for {
 		s.cur++
 		for s.cur >= len(s.series) {
 			f, ok, err := s.next()
 			if !ok {
-				s.series = nil
+				s.series, s.raw = nil, nil
 				if err == nil || s.failed == nil {
 					s.err = err
 					return false
@@ -326,8 +337,8 @@ func (s *chunkSeriesSet) Next() bool {
 					return false
 				}
 				s.next = next
-				if s.at != nil {
-					s.skipThrough = s.at.Labels()
+				if s.last != nil {
+					s.skipThrough = s.labelsOf(s.last)
 				}
 				continue
 			}
@@ -338,11 +349,7 @@ func (s *chunkSeriesSet) Next() bool {
 		if len(cs.Chunks) == 0 {
 			continue // no samples: the merge cannot take a series without any
 		}
-		b.Reset()
-		for _, l := range cs.Labels {
-			b.Add(l.Name, l.Value)
-		}
-		if s.skipThrough.IsEmpty() || labels.Compare(b.Labels(), s.skipThrough) > 0 {
+		if s.skipThrough.IsEmpty() || labels.Compare(s.labelsOf(cs), s.skipThrough) > 0 {
 			break
 		}
 	}
@@ -356,10 +363,26 @@ func (s *chunkSeriesSet) Next() bool {
 			return false
 		}
 	}
-	// The frame's label strings and chunk data point into the bytes it was
-	// decoded from: the labels (built above) and the chunks are copied, one
-	// allocation each, so that the frame is garbage once read.
-	data := make([]byte, 0, size)
+	s.raw, s.last, s.rawSize = cs, cs, size
+	return true
+}
+
+func (s *chunkSeriesSet) labelsOf(cs *prompb.ChunkedSeries) labels.Labels {
+	b := &s.builder
+	b.Reset()
+	for _, l := range cs.Labels {
+		b.Add(l.Name, l.Value)
+	}
+	return b.Labels()
+}
+
+// build makes the series advance moved to the set's series. The frame's
+// label strings and chunk data point into the bytes it was decoded from:
+// the labels and the chunks are copied, one allocation each, so that the
+// frame is garbage once read.
+func (s *chunkSeriesSet) build() bool {
+	cs := s.raw
+	data := make([]byte, 0, s.rawSize)
 	series := &chunkSeries{}
 	metas := series.one[:0]
 	if len(cs.Chunks) > 1 {
@@ -369,12 +392,12 @@ func (s *chunkSeriesSet) Next() bool {
 		data = append(data, c.Data...)
 		chk, err := chunkenc.FromData(chunkenc.Encoding(c.Type), data[len(data)-len(c.Data):len(data):len(data)])
 		if err != nil {
-			s.err = fmt.Errorf("decode chunk of %s: %w", b.Labels(), err)
+			s.err = fmt.Errorf("decode chunk of %s: %w", s.labelsOf(cs), err)
 			return false
 		}
 		metas = append(metas, chunks.Meta{MinTime: c.MinTimeMs, MaxTime: c.MaxTimeMs, Chunk: chk})
 	}
-	series.lset, series.metas = b.Labels(), metas
+	series.lset, series.metas = s.labelsOf(cs), metas
 	s.at = series
 	return true
 }

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
 )
 
 // mergeReplicas merges chunk series sets of replicas (ingesters, blocks of
@@ -23,7 +26,133 @@ import (
 // asked for.
 func mergeReplicas(sets []storage.ChunkSeriesSet, mint, maxt int64) storage.SeriesSet {
 	d := &chunkDeduper{}
-	return &chunkedSeriesSet{ChunkSeriesSet: storage.NewMergeChunkSeriesSet(sets, 0, d.merge), mint: mint, maxt: maxt}
+	sources := make([]*chunkSeriesSet, 0, len(sets))
+	for _, set := range sets {
+		if src, ok := set.(*chunkSeriesSet); ok {
+			sources = append(sources, src)
+		}
+	}
+	var merged storage.ChunkSeriesSet
+	if len(sources) == len(sets) && len(sets) > 1 {
+		merged = &replicaMerge{sources: sources, dedupe: d}
+	} else {
+		merged = storage.NewMergeChunkSeriesSet(sets, 0, d.merge)
+	}
+	return &chunkedSeriesSet{ChunkSeriesSet: merged, mint: mint, maxt: maxt}
+}
+
+// replicaMerge merges the sorted series of a few sources (replicas) as they
+// were received: labels compared in the frames, and a series whose copies
+// carry the same chunks built once, from the first source. A copy that
+// only repeats another is never copied out of its frame, nor given labels
+// and chunks of its own; copies that differ are built and deduplicated
+// chunk by chunk.
+type replicaMerge struct {
+	sources []*chunkSeriesSet
+	dedupe  *chunkDeduper
+	started bool
+	// live are the sources not yet at their end; taken, those whose
+	// series is the merge's current one, to advance on Next.
+	live, taken []*chunkSeriesSet
+	copies      []storage.ChunkSeries
+	at          storage.ChunkSeries
+	err         error
+}
+
+func (m *replicaMerge) Next() bool {
+	if m.err != nil {
+		return false
+	}
+	advance := m.taken
+	if !m.started {
+		m.started, advance = true, m.sources
+	}
+	for _, src := range advance {
+		if !src.advance() {
+			if src.err != nil {
+				m.err = src.err
+				return false
+			}
+		}
+	}
+	m.live = m.live[:0]
+	for _, src := range m.sources {
+		if src.raw != nil {
+			m.live = append(m.live, src)
+		}
+	}
+	if len(m.live) == 0 {
+		return false
+	}
+	m.taken = m.taken[:0]
+	for _, src := range m.live {
+		switch {
+		case len(m.taken) == 0:
+			m.taken = append(m.taken, src)
+		default:
+			switch c := compareRawLabels(src.raw.Labels, m.taken[0].raw.Labels); {
+			case c < 0:
+				m.taken = append(m.taken[:0], src)
+			case c == 0:
+				m.taken = append(m.taken, src)
+			}
+		}
+	}
+	first := m.taken[0]
+	same := true
+	for _, src := range m.taken[1:] {
+		if !sameRawChunks(first.raw.Chunks, src.raw.Chunks) {
+			same = false
+			break
+		}
+	}
+	if same {
+		if !first.build() {
+			m.err = first.err
+			return false
+		}
+		m.at = first.at
+		return true
+	}
+	m.copies = m.copies[:0]
+	for _, src := range m.taken {
+		if !src.build() {
+			m.err = src.err
+			return false
+		}
+		m.copies = append(m.copies, src.at)
+	}
+	m.at = m.dedupe.merge(m.copies...)
+	clear(m.copies)
+	return true
+}
+
+func (m *replicaMerge) At() storage.ChunkSeries { return m.at }
+func (m *replicaMerge) Err() error              { return m.err }
+func (m *replicaMerge) Warnings() annotations.Annotations {
+	return nil
+}
+
+// compareRawLabels orders label sets as labels.Compare does, on the
+// labels of frames.
+func compareRawLabels(a, b []prompb.Label) int {
+	for i := range min(len(a), len(b)) {
+		if c := strings.Compare(a[i].Name, b[i].Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a[i].Value, b[i].Value); c != 0 {
+			return c
+		}
+	}
+	return len(a) - len(b)
+}
+
+// sameRawChunks reports whether two copies of a series carry the same
+// chunks, as received.
+func sameRawChunks(a, b []prompb.Chunk) bool {
+	return slices.EqualFunc(a, b, func(x, y prompb.Chunk) bool {
+		return x.MinTimeMs == y.MinTimeMs && x.MaxTimeMs == y.MaxTimeMs && x.Type == y.Type && bytes.Equal(x.Data, y.Data)
+	})
 }
 
 // chunkedSeriesSet turns chunk series into series. A series whose chunks do

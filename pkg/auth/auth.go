@@ -179,7 +179,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Type, "auth.type", TypeTrust, "How a request's caller and tenant are found: trust (the X-Scope-OrgID header as sent: put an authenticating proxy in front), tokens (-auth.tokens.file), oidc (JWTs of -auth.oidc.issuer-url) or keystone (OpenStack tokens checked with -auth.keystone.url). Any type but trust turns multitenancy on.")
 	f.StringVar(&c.InternalSecretFile, "auth.internal-secret-file", "", "File holding a secret the cluster's processes share; their HTTP requests to one another carry it. Needed with an -auth.type other than trust by a query-frontend with queriers in other processes and by a ruler in a process of its own.")
 	f.IntVar(&c.CacheSize, "auth.cache-size", 100_000, "Most validated OIDC or Keystone credentials kept in memory.")
-	f.Float64Var(&c.FailuresPerSecond, "auth.failures-per-second", 5, "Failed authentications a source address may make per second, on average, before its requests get 429 without a check.")
+	f.Float64Var(&c.FailuresPerSecond, "auth.failures-per-second", 5, "Failed authentications a source address may make per second, on average, before its requests get 429 without a check; 0 turns the limit off (clients behind one proxy address share an allowance).")
 	f.IntVar(&c.FailureBurst, "auth.failure-burst", 20, "Failed authentications a source address may make at once.")
 	f.BoolVar(&c.Federation, "tenant-federation.enabled", false, "Let queries, series, labels, metadata and exemplars read several tenants at once, X-Scope-OrgID: a|b (the Cortex convention): each series gets the label __tenant_id__. The caller needs read on every one.")
 	c.Tokens.RegisterFlags(f)
@@ -189,8 +189,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate checks the configuration of the chosen type.
 func (c *Config) Validate() error {
-	if c.FailuresPerSecond <= 0 || c.FailureBurst <= 0 {
-		return errors.New("-auth.failures-per-second and -auth.failure-burst must be positive")
+	if c.FailuresPerSecond < 0 || c.FailureBurst <= 0 {
+		return errors.New("-auth.failures-per-second must not be negative and -auth.failure-burst must be positive")
 	}
 	if c.CacheSize <= 0 {
 		return errors.New("-auth.cache-size must be positive")

@@ -235,6 +235,20 @@ func TestFailedAuthenticationsAreRateLimitedPerAddress(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(g.failures.WithLabelValues(ReasonRateLimited)))
 }
 
+func TestFailureLimitOff(t *testing.T) {
+	l := newFailureLimiter(0, 1)
+	for range 10 {
+		l.fail("192.0.2.1")
+	}
+	require.False(t, l.blocked("192.0.2.1"))
+	require.Empty(t, l.addrs)
+	c := testConfig()
+	c.FailuresPerSecond = 0
+	require.NoError(t, c.Validate())
+	c.FailuresPerSecond = -1
+	require.ErrorContains(t, c.Validate(), "must not be negative")
+}
+
 func TestFailureLimiterStaysBounded(t *testing.T) {
 	l := newFailureLimiter(1, 1)
 	for i := range maxTrackedAddresses + 10 {

@@ -27,6 +27,9 @@ func newFailureLimiter(perSecond float64, burst int) *failureLimiter {
 
 // blocked reports whether addr has no failure left to spend.
 func (l *failureLimiter) blocked(addr string) bool {
+	if l.perSecond == 0 {
+		return false // the limit is off
+	}
 	l.mu.Lock()
 	lim := l.addrs[addr]
 	l.mu.Unlock()
@@ -35,6 +38,9 @@ func (l *failureLimiter) blocked(addr string) bool {
 
 // fail spends one of addr's failures.
 func (l *failureLimiter) fail(addr string) {
+	if l.perSecond == 0 {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim := l.addrs[addr]

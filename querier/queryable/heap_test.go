@@ -69,14 +69,7 @@ func benchmarkQueryPeakHeap(b *testing.B, n int) {
 				}
 			}
 		}()
-		qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(at))
-		require.NoError(b, err)
-		res := qry.Exec(ctxA)
-		require.NoError(b, res.Err)
-		vec, err := res.Vector()
-		require.NoError(b, err)
-		require.InDelta(b, float64(n), vec[0].F, 0)
-		qry.Close()
+		countAll(b, eng, q, at, n)
 		close(stop)
 		<-done
 	}
@@ -122,16 +115,21 @@ func BenchmarkQueryReplicas(b *testing.B) {
 	var spent time.Duration
 	for b.Loop() {
 		before := cpu()
-		qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(at))
-		require.NoError(b, err)
-		res := qry.Exec(ctxA)
-		require.NoError(b, res.Err)
-		vec, err := res.Vector()
-		require.NoError(b, err)
-		require.InDelta(b, float64(n), vec[0].F, 0)
-		qry.Close()
+		countAll(b, eng, q, at, n)
 		spent += cpu() - before
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
 	b.ReportMetric(spent.Seconds()/float64(b.N), "querier-cpu-s/op")
+}
+
+// countAll runs the benchmarks' query, count() of the n series at at.
+func countAll(b *testing.B, eng *promql.Engine, q *Ingesters, at int64, n int) {
+	qry, err := eng.NewInstantQuery(ctxA, q, nil, "count(openstack_vnic_rx_bytes_total)", time.UnixMilli(at))
+	require.NoError(b, err)
+	defer qry.Close()
+	res := qry.Exec(ctxA)
+	require.NoError(b, res.Err)
+	vec, err := res.Vector()
+	require.NoError(b, err)
+	require.InDelta(b, float64(n), vec[0].F, 0)
 }

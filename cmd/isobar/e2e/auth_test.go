@@ -128,6 +128,22 @@ func writersSeen(c apiClient) (map[string]bool, error) {
 	return out, nil
 }
 
+// waitOnlyWriter waits until the caller of c sees the series of writer,
+// and no other writer's.
+func waitOnlyWriter(t *testing.T, c apiClient, writer string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "writer "+writer+"'s series, and no other's", func() error {
+		got, err := writersSeen(c)
+		if err != nil {
+			return err
+		}
+		if !got[writer] || len(got) != 1 {
+			return fmt.Errorf("writers seen: %v", got)
+		}
+		return nil
+	})
+}
+
 // authDecision is a request and the status the front door must answer.
 type authDecision struct {
 	name   string

@@ -298,6 +298,20 @@ func TestTokensFileRunReloadsOnItsOwn(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 }
 
+func TestTokensFileChangeIsReadAtOnce(t *testing.T) {
+	g, file := newTokensGate(t, prometheus.NewRegistry())
+	g.tokens.cfg.ReloadPeriod = time.Hour // only the directory's notice can bring the change
+	go g.tokens.run(t.Context())
+	h := g.Tenant(func(*http.Request) Rights { return Read }, echoTenant)
+	added := tokensFixture(t) + fmt.Sprintf("  - name: new\n    token: %s\n    tenants: [team-c]\n    rights: [read]\n", sha("tok-new"))
+	// The watch starts with run: write until the change is seen.
+	require.Eventually(t, func() bool {
+		writeFile(t, filepath.Dir(file), filepath.Base(file), added)
+		code, _ := serve(h, http.MethodGet, bearer("tok-new"))
+		return code == 200
+	}, 5*time.Second, 50*time.Millisecond)
+}
+
 func TestParseTokensRefusals(t *testing.T) {
 	for _, tc := range []struct{ name, file, err string }{
 		{"plain token", "callers: [{name: a, token: abc, tenants: [t], rights: [read]}]", "store the secret hashed"},

@@ -12,11 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
@@ -31,8 +33,8 @@ type TokensConfig struct {
 
 // RegisterFlags registers the tokens file's flags.
 func (c *TokensConfig) RegisterFlags(f *flag.FlagSet) {
-	f.StringVar(&c.File, "auth.tokens.file", "", "YAML file of callers (-auth.type=tokens): each with a name, a bearer token or a username and password, stored hashed (sha256:HEX or bcrypt:HASH), its tenants and rights. Read again when it changes.")
-	f.DurationVar(&c.ReloadPeriod, "auth.tokens.reload-period", time.Second, "How often the tokens file is checked for changes.")
+	f.StringVar(&c.File, "auth.tokens.file", "", "YAML file of callers (-auth.type=tokens): each with a name, a bearer token or a username and password, stored hashed (sha256:HEX or bcrypt:HASH), its tenants and rights. Read again as soon as it changes.")
+	f.DurationVar(&c.ReloadPeriod, "auth.tokens.reload-period", 10*time.Second, "How often the tokens file is read again even without a notice of change from its directory (which reads it at once).")
 }
 
 // Validate checks the tokens configuration.
@@ -249,20 +251,41 @@ func (t *tokens) reload() error {
 	return nil
 }
 
-// run reads the file again every reload period until ctx ends.
+// run reads the file again when its directory says it changed (a file
+// replaced by a rename included), and every reload period in case no
+// notice comes (some filesystems give none), until ctx ends.
 func (t *tokens) run(ctx context.Context) {
 	tick := time.NewTicker(t.cfg.ReloadPeriod)
 	defer tick.Stop()
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		t.logger.Warn("cannot watch the tokens file; it is read every reload period", "err", err)
+	} else {
+		defer w.Close()
+		if err := w.Add(filepath.Dir(t.cfg.File)); err != nil {
+			t.logger.Warn("cannot watch the tokens file's directory; the file is read every reload period", "err", err)
+		}
+		events, watchErrs = w.Events, w.Errors
+	}
+	file := filepath.Clean(t.cfg.File)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			err := t.reload()
-			if err != nil {
-				t.logger.Error("tokens file refused; the last good one stays in force", "err", err)
+		case ev := <-events:
+			if filepath.Clean(ev.Name) != file {
+				continue
 			}
-			t.reloadOK(err == nil)
+		case err := <-watchErrs:
+			t.logger.Warn("watching the tokens file", "err", err)
+			continue
+		case <-tick.C:
 		}
+		err := t.reload()
+		if err != nil {
+			t.logger.Error("tokens file refused; the last good one stays in force", "err", err)
+		}
+		t.reloadOK(err == nil)
 	}
 }

@@ -217,7 +217,7 @@ func TestTokensOnACluster(t *testing.T) {
 	writeAtomically(t, tokens, authTokensFile(""))
 	secret := filepath.Join(dir, "internal-secret")
 	writeAtomically(t, secret, "e2e-internal-secret-0123456789")
-	authFlags := []string{"-auth.type=tokens", "-auth.tokens.file=" + tokens, "-auth.tokens.reload-period=200ms", "-auth.internal-secret-file=" + secret,
+	authFlags := []string{"-auth.type=tokens", "-auth.tokens.file=" + tokens, "-auth.tokens.reload-period=1h", "-auth.internal-secret-file=" + secret,
 		"-tenant-federation.enabled"}
 	operator := bearerHeader("tok-operator")
 
@@ -314,7 +314,8 @@ func TestTokensOnACluster(t *testing.T) {
 	checkAuthDecisions(t, c.distributor.URL, fe.URL)
 
 	// A caller added to the file works without a restart; removed, it
-	// stops working.
+	// stops working. The reload period is an hour: the processes see the
+	// change through their watch of the file's directory.
 	late := apiClient{base: fe.URL + "/prometheus", header: bearerHeader("tok-late")}
 	writeAtomically(t, tokens, authTokensFile(fmt.Sprintf("  - name: late\n    token: %s\n    tenants: [team-a]\n    rights: [read]\n", sha256Hex("tok-late"))))
 	waitFor(t, 10*time.Second, "a token added to the file to work", func() error {

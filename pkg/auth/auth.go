@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Types of authentication (-auth.type).
@@ -43,8 +42,8 @@ var rightNames = []struct {
 	name string
 }{{Read, "read"}, {Write, "write"}, {ManageRules, "rules"}, {Admin, "admin"}}
 
-// ParseRight reads one right's name.
-func ParseRight(s string) (Rights, error) {
+// parseRight reads one right's name.
+func parseRight(s string) (Rights, error) {
 	for _, n := range rightNames {
 		if n.name == s {
 			return n.r, nil
@@ -53,11 +52,11 @@ func ParseRight(s string) (Rights, error) {
 	return 0, fmt.Errorf("unknown right %q: use read, write, rules or admin", s)
 }
 
-// ParseRights reads a list of rights' names.
-func ParseRights(names []string) (Rights, error) {
+// parseRights reads a list of rights' names.
+func parseRights(names []string) (Rights, error) {
 	var r Rights
 	for _, s := range names {
-		one, err := ParseRight(strings.TrimSpace(s))
+		one, err := parseRight(strings.TrimSpace(s))
 		if err != nil {
 			return 0, err
 		}
@@ -223,7 +222,7 @@ func parseRightsMap(flagName, s string) (map[string]Rights, error) {
 		if !ok || strings.TrimSpace(k) == "" {
 			return nil, fmt.Errorf("-%s: %q is not value=right+right", flagName, pair)
 		}
-		r, err := ParseRights(strings.Split(v, "+"))
+		r, err := parseRights(strings.Split(v, "+"))
 		if err != nil {
 			return nil, fmt.Errorf("-%s: %s: %w", flagName, k, err)
 		}
@@ -233,12 +232,4 @@ func parseRightsMap(flagName, s string) (map[string]Rights, error) {
 		return nil, fmt.Errorf("-%s maps nothing", flagName)
 	}
 	return out, nil
-}
-
-// expiring is what the OIDC and Keystone caches hold of a credential.
-type expiring struct {
-	identity *Identity
-	expires  time.Time
-	// checked is when the identity service last said it was valid.
-	checked time.Time
 }

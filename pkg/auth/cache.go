@@ -10,6 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
+// expiring is what the cache holds of a credential.
+type expiring struct {
+	identity *Identity
+	expires  time.Time
+	// checked is when the identity service last said it was valid.
+	checked time.Time
+}
+
 // credentialCache keeps validated credentials, by the SHA-256 of the
 // credential (never the credential itself), until they expire or must be
 // checked again; the least recently used go first when it is full.

@@ -28,8 +28,7 @@ const KeystoneTokenHeader = "X-Auth-Token"
 type credentialKind uint8
 
 const (
-	noCredential credentialKind = iota
-	bearerCredential
+	bearerCredential credentialKind = iota + 1 // the zero value is no credential
 	basicCredential
 	keystoneCredential
 	internalCredential
@@ -150,8 +149,7 @@ func NewGate(cfg Config, multitenancy bool, logger *slog.Logger, reg prometheus.
 			Name: "isobar_auth_tokens_last_reload_successful",
 			Help: "1 if the tokens file was last read and taken, 0 if it was refused (the previous one stays in force).",
 		})
-		reloaded.Set(1)
-		g.tokens, err = newTokens(cfg.Tokens, g.logger, func(ok bool) { reloaded.Set(map[bool]float64{true: 1, false: 0}[ok]) })
+		g.tokens, err = newTokens(cfg.Tokens, g.logger, reloaded)
 		g.authn = g.tokens
 	case TypeOIDC:
 		g.authn, err = newOIDC(cfg.OIDC, cfg.CacheSize, reg)
@@ -167,19 +165,11 @@ func NewGate(cfg Config, multitenancy bool, logger *slog.Logger, reg prometheus.
 
 func (g *Gate) running(ctx context.Context) error {
 	if g.tokens != nil {
-		g.tokens.run(ctx)
+		g.tokens.run(ctx) // until ctx ends
+		return nil
 	}
 	<-ctx.Done()
 	return nil
-}
-
-// InternalAuthorization is the Authorization header value the process
-// sends to the cluster's other processes; empty when there is no secret.
-func (g *Gate) InternalAuthorization() string {
-	if g.internal == nil {
-		return ""
-	}
-	return InternalScheme + " " + string(g.internal)
 }
 
 // Tenant returns a handler that authenticates each request, checks the
@@ -337,16 +327,16 @@ func sourceAddress(r *http.Request) string {
 }
 
 // InternalTransport returns rt adding the cluster's internal credential
-// (g.InternalAuthorization) to each request; rt itself when there is none.
-// A nil rt is Go's default transport.
+// to each request; rt itself when there is no secret. A nil rt is Go's
+// default transport.
 func (g *Gate) InternalTransport(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	authz := g.InternalAuthorization()
-	if authz == "" {
+	if g.internal == nil {
 		return rt
 	}
+	authz := InternalScheme + " " + string(g.internal)
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		r := req.Clone(req.Context())
 		r.Header.Set("Authorization", authz)
@@ -357,7 +347,3 @@ func (g *Gate) InternalTransport(rt http.RoundTripper) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// Multitenancy reports whether requests name their tenant (with trust,
-// the choice of -auth.multitenancy-enabled; with any other type, always).
-func (g *Gate) Multitenancy() bool { return g.multitenancy }

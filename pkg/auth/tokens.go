@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
@@ -98,7 +99,7 @@ func parseTokens(data []byte) (*tokenSet, error) {
 			return nil, fmt.Errorf("%s: the name is used twice", where)
 		}
 		names[c.Name] = true
-		rights, err := ParseRights(c.Rights)
+		rights, err := parseRights(c.Rights)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -213,15 +214,16 @@ type tokens struct {
 
 	mu   sync.Mutex
 	last []byte // the content in force
-	// reloadOK is 1 when the last reading was taken, 0 when refused.
-	reloadOK func(ok bool)
+	// reloaded is 1 when the last reading was taken, 0 when refused.
+	reloaded prometheus.Gauge
 }
 
-func newTokens(cfg TokensConfig, logger *slog.Logger, reloadOK func(bool)) (*tokens, error) {
-	t := &tokens{cfg: cfg, logger: logger, reloadOK: reloadOK}
+func newTokens(cfg TokensConfig, logger *slog.Logger, reloaded prometheus.Gauge) (*tokens, error) {
+	t := &tokens{cfg: cfg, logger: logger, reloaded: reloaded}
 	if err := t.reload(); err != nil {
 		return nil, err
 	}
+	reloaded.Set(1)
 	return t, nil
 }
 
@@ -282,10 +284,11 @@ func (t *tokens) run(ctx context.Context) {
 			continue
 		case <-tick.C:
 		}
-		err := t.reload()
-		if err != nil {
+		if err := t.reload(); err != nil {
 			t.logger.Error("tokens file refused; the last good one stays in force", "err", err)
+			t.reloaded.Set(0)
+		} else {
+			t.reloaded.Set(1)
 		}
-		t.reloadOK(err == nil)
 	}
 }

@@ -46,7 +46,6 @@ type federatedQuerier struct {
 	// byTenant holds one querier of inner per tenant: inner's queriers
 	// learn their tenant from their first call.
 	byTenant map[string]storage.Querier
-	single   storage.Querier
 }
 
 // tenants returns the tenants of ctx when there are several, nil for one.
@@ -63,19 +62,18 @@ func tenants(ctx context.Context) ([]string, error) {
 	return slices.Compact(ids), nil
 }
 
+// ofContext is the querier of the one tenant of ctx.
+func (q *federatedQuerier) ofContext(ctx context.Context) (storage.Querier, error) {
+	id, err := tenant.From(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return q.querierOf(id)
+}
+
 func (q *federatedQuerier) querierOf(id string) (storage.Querier, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if id == "" {
-		if q.single == nil {
-			inner, err := q.f.inner.Querier(q.mint, q.maxt)
-			if err != nil {
-				return nil, err
-			}
-			q.single = inner
-		}
-		return q.single, nil
-	}
 	if inner := q.byTenant[id]; inner != nil {
 		return inner, nil
 	}
@@ -108,7 +106,7 @@ func (q *federatedQuerier) Select(ctx context.Context, sortSeries bool, hints *s
 		return storage.ErrSeriesSet(err)
 	}
 	if ids == nil {
-		inner, err := q.querierOf("")
+		inner, err := q.ofContext(ctx)
 		if err != nil {
 			return storage.ErrSeriesSet(err)
 		}
@@ -161,7 +159,7 @@ func (q *federatedQuerier) LabelValues(ctx context.Context, name string, hints *
 		return nil, nil, err
 	}
 	if ids == nil {
-		inner, err := q.querierOf("")
+		inner, err := q.ofContext(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -182,7 +180,7 @@ func (q *federatedQuerier) LabelNames(ctx context.Context, hints *storage.LabelH
 		return nil, nil, err
 	}
 	if ids == nil {
-		inner, err := q.querierOf("")
+		inner, err := q.ofContext(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -236,11 +234,6 @@ func (q *federatedQuerier) Close() error {
 	var errs []error
 	for _, inner := range q.byTenant {
 		if err := inner.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if q.single != nil {
-		if err := q.single.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -51,12 +51,12 @@ type replicaMerge struct {
 	sources []*chunkSeriesSet
 	dedupe  *chunkDeduper
 	started bool
-	// live are the sources not yet at their end; taken, those whose
-	// series is the merge's current one, to advance on Next.
-	live, taken []*chunkSeriesSet
-	copies      []storage.ChunkSeries
-	at          storage.ChunkSeries
-	err         error
+	// taken are the sources whose series is the merge's current one, to
+	// advance on Next.
+	taken  []*chunkSeriesSet
+	copies []storage.ChunkSeries
+	at     storage.ChunkSeries
+	err    error
 }
 
 func (m *replicaMerge) Next() bool {
@@ -75,28 +75,25 @@ func (m *replicaMerge) Next() bool {
 			}
 		}
 	}
-	m.live = m.live[:0]
-	for _, src := range m.sources {
-		if src.raw != nil {
-			m.live = append(m.live, src)
-		}
-	}
-	if len(m.live) == 0 {
-		return false
-	}
+	// The sources at the smallest labels; a source at its end has none.
 	m.taken = m.taken[:0]
-	for _, src := range m.live {
-		switch {
-		case len(m.taken) == 0:
-			m.taken = append(m.taken, src)
-		default:
-			switch c := compareRawLabels(src.raw.Labels, m.taken[0].raw.Labels); {
-			case c < 0:
-				m.taken = append(m.taken[:0], src)
-			case c == 0:
-				m.taken = append(m.taken, src)
-			}
+	for _, src := range m.sources {
+		if src.raw == nil {
+			continue
 		}
+		c := -1
+		if len(m.taken) > 0 {
+			c = compareRawLabels(src.raw.Labels, m.taken[0].raw.Labels)
+		}
+		switch {
+		case c < 0:
+			m.taken = append(m.taken[:0], src)
+		case c == 0:
+			m.taken = append(m.taken, src)
+		}
+	}
+	if len(m.taken) == 0 {
+		return false
 	}
 	first := m.taken[0]
 	same := true

@@ -83,11 +83,6 @@ key_repository = %[1]s/credential
 	return k
 }
 
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
 // call sends a request to Keystone's API with token and decodes its JSON
 // answer into out (if not nil); it returns the answer's headers.
 func (k *keystone) call(method, path, token string, in, out any, want int) (http.Header, error) {

@@ -22,6 +22,11 @@ const (
 	InfoHeader    = "X-Isobar-Info"
 )
 
+// SamplesHeader carries, on a querier's answer to a query, the samples its
+// evaluation read (the PromQL engine's total samples): the query-frontend
+// sizes the shards of the query's next runs by it.
+const SamplesHeader = "X-Isobar-Samples"
+
 // AcceptsSeries reports whether r asks for a SeriesProtobuf answer.
 func AcceptsSeries(r *http.Request) bool { return r.Header.Get("Accept") == SeriesProtobuf }
 

@@ -157,6 +157,8 @@ type result struct {
 	err       *apiError
 	warnings  annotations.Annotations
 	finalizer func()
+	// samples is the promapi.SamplesHeader of a query's answer; "": none.
+	samples string
 }
 
 type handlerFunc func(r *http.Request) result
@@ -181,6 +183,9 @@ func (a *API) wrap(f handlerFunc) http.HandlerFunc {
 		if res.data == nil {
 			w.WriteHeader(http.StatusNoContent)
 			return
+		}
+		if res.samples != "" {
+			w.Header().Set(promapi.SamplesHeader, res.samples)
 		}
 		a.respond(w, r, res.data, res.warnings)
 	}
@@ -351,6 +356,7 @@ func execQuery(ctx context.Context, r *http.Request, qry promql.Query, limit int
 		data:      &promapi.QueryData{ResultType: res.Value.Type(), Result: res.Value, Stats: qs},
 		warnings:  warnings,
 		finalizer: qry.Close,
+		samples:   strconv.FormatInt(qry.Stats().Samples.TotalSamples, 10),
 	}
 }
 

@@ -53,6 +53,7 @@ type Config struct {
 	Parallelism             int                    `yaml:"querier_parallelism"`
 	MaxRetries              int                    `yaml:"max_retries"`
 	MaxShardedQueries       int                    `yaml:"query_sharding_max_sharded_queries"`
+	TargetSamplesPerShard   int64                  `yaml:"query_sharding_target_samples_per_shard"`
 	// Parser is how the queriers parse PromQL (their
 	// -querier.enable-experimental-functions): the frontend parses and
 	// evaluates parts of queries too.
@@ -66,6 +67,7 @@ type Config struct {
 // RegisterFlags registers the flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxShardedQueries, "query-frontend.query-sharding-max-sharded-queries", 128, "Most querier requests the shards of one range query may take, over all its split pieces; a query that would need more gets fewer shards per piece (at least 2) or is not sharded.")
+	f.Int64Var(&c.TargetSamplesPerShard, "query-frontend.query-sharding-target-samples-per-shard", 100_000, "Cut a query into no more shards than give each about this many samples to read, judged by what the query's last run read (the queriers tell); a query that read fewer than twice this is not sharded. A query not seen yet gets every shard. 0: every shardable query gets every shard.")
 	f.DurationVar(&c.SplitInterval, "query-frontend.split-queries-by-interval", 24*time.Hour, "Split range queries at multiples of this interval (UTC) and run the pieces in parallel; 0 does not split.")
 	f.BoolVar(&c.CacheResults, "query-frontend.cache-results", true, "Cache the answers of range queries, piece by piece, and ask the queriers only for what the cache lacks.")
 	f.StringVar(&c.ResultsCacheBackend, "query-frontend.results-cache.backend", CacheInMemory, `Where the results cache is: "inmemory" (this process, -query-frontend.results-cache.max-size-bytes) or "memcached" (shared by the frontends and kept across restarts; -query-frontend.results-cache.memcached.*).`)
@@ -129,10 +131,12 @@ type Frontend struct {
 	now    func() time.Time
 	parser parser.Parser
 	engine *promql.Engine // evaluates the outer queries of shard plans
+	sizes  *querySizes
 
 	queries     *prometheus.CounterVec
 	pieces      prometheus.Counter
 	sharded     *prometheus.CounterVec
+	fewerShards prometheus.Counter
 	cacheBytes  *prometheus.CounterVec
 	queryTime   *prometheus.HistogramVec
 	apiPrefixes []string
@@ -150,6 +154,7 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 		logger: logger.With("component", "query-frontend"),
 		now:    time.Now,
 		parser: parser.NewParser(cfg.Parser),
+		sizes:  newQuerySizes(cfg.TargetSamplesPerShard),
 		queries: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_queries_total",
 			Help: "Requests the query-frontend answered, by endpoint and status code.",
@@ -162,6 +167,10 @@ func New(cfg Config, downstream http.RoundTripper, l TenantLimits, logger *slog.
 			Name: "isobar_query_frontend_sharded_queries_total",
 			Help: "Queries the query-frontend answered sharded, by endpoint.",
 		}, []string{"endpoint"}),
+		fewerShards: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "isobar_query_frontend_fewer_shards_queries_total",
+			Help: "Queries cut into fewer shards than their tenant's, or none, because their last run read few samples (-query-frontend.query-sharding-target-samples-per-shard).",
+		}),
 		cacheBytes: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "isobar_query_frontend_results_cache_bytes_total",
 			Help: "Bytes of range query answers taken from the results cache (hit) and fetched from queriers (miss).",
@@ -218,7 +227,7 @@ func (f *Frontend) servePassThrough(w http.ResponseWriter, r *http.Request) {
 	// Endpoints that need no tenant (build info) have none.
 	id, _ := tenant.From(r.Context())
 	if body, ok := f.readBody(w, r, endpoint); ok {
-		f.forward(w, r, id, body, endpoint, start)
+		_ = f.forward(w, r, id, body, endpoint, start)
 	}
 }
 
@@ -238,12 +247,13 @@ func (f *Frontend) readBody(w http.ResponseWriter, r *http.Request, endpoint str
 	return body, true
 }
 
-// forward sends r, with body, to a querier and copies the answer back.
-func (f *Frontend) forward(w http.ResponseWriter, r *http.Request, id string, body []byte, endpoint string, start time.Time) {
+// forward sends r, with body, to a querier and copies the answer back. It
+// returns the header of a querier's 200 answer, nil otherwise.
+func (f *Frontend) forward(w http.ResponseWriter, r *http.Request, id string, body []byte, endpoint string, start time.Time) http.Header {
 	req, err := f.downstreamRequest(r.Context(), id, r.Method, r.URL.Path, r.URL.RawQuery, body, r.Header.Get("Content-Type"))
 	if err != nil {
 		f.fail(w, endpoint, http.StatusInternalServerError, "internal", err)
-		return
+		return nil
 	}
 	if promapi.AcceptsSeries(r) { // a ruler
 		req.Header.Set("Accept", promapi.SeriesProtobuf)
@@ -251,16 +261,22 @@ func (f *Frontend) forward(w http.ResponseWriter, r *http.Request, id string, bo
 	resp, err := f.queue.roundTrip(r.Context(), id, req)
 	if err != nil {
 		f.failQueue(w, endpoint, err)
-		return
+		return nil
 	}
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
-		w.Header()[k] = v
+		if k != promapi.SamplesHeader { // between querier and frontend
+			w.Header()[k] = v
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
 	f.queries.WithLabelValues(endpoint, strconv.Itoa(resp.StatusCode)).Inc()
 	f.queryTime.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	return resp.Header
 }
 
 // rangeQuery is a parsed query_range request; times in milliseconds.
@@ -287,7 +303,7 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 	if err != nil || !splittable(q) {
 		// The querier words errors in the parameters as Prometheus does,
 		// and answers what the frontend does not split.
-		f.forward(w, r, id, body, "query_range", start)
+		_ = f.forward(w, r, id, body, "query_range", start)
 		return
 	}
 	// Split, each piece would be within the tenant's query length limit.
@@ -310,6 +326,7 @@ func (f *Frontend) serveRange(w http.ResponseWriter, r *http.Request) {
 		f.queries.WithLabelValues("query_range", strconv.Itoa(errResp.code)).Inc()
 		return
 	}
+	f.sizes.remember(id, q.query, &st.cost)
 	out := m.encode()
 	if q.plan != nil {
 		f.sharded.WithLabelValues("query_range").Inc()
@@ -339,11 +356,17 @@ func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q, err := f.parseInstantQuery(r)
-	if err == nil {
-		q.plan = f.planFor(id, q.query, 1)
+	if err != nil {
+		_ = f.forward(w, r, id, body, "query", start)
+		return
 	}
-	if err != nil || q.plan == nil {
-		f.forward(w, r, id, body, "query", start)
+	if q.plan = f.planFor(id, q.query, 1, 1); q.plan == nil {
+		if h := f.forward(w, r, id, body, "query", start); h != nil {
+			var cost queryCost
+			cost.steps.Store(1)
+			cost.add(h)
+			f.sizes.remember(id, q.query, &cost)
+		}
 		return
 	}
 	st := &queryStats{slots: make(chan struct{}, f.cfg.Parallelism)}
@@ -372,6 +395,8 @@ func (f *Frontend) serveInstant(w http.ResponseWriter, r *http.Request) {
 		f.queries.WithLabelValues("query", strconv.Itoa(errResp.code)).Inc()
 		return
 	}
+	st.cost.steps.Store(1)
+	f.sizes.remember(id, q.query, &st.cost)
 	w.Header().Set("Content-Type", contentType)
 	if contentType == promapi.SeriesProtobuf {
 		w.Header()[promapi.WarningHeader] = warnings
@@ -476,6 +501,7 @@ func splittable(q *rangeQuery) bool {
 type queryStats struct {
 	pieces, requests, shardRequests atomic.Int64
 	hitBytes, fetchedBytes          atomic.Int64
+	cost                            queryCost // of the pieces fetched
 	// slots bound the shard requests of the query in flight.
 	slots chan struct{}
 }
@@ -485,7 +511,8 @@ type queryStats struct {
 func (f *Frontend) runRange(ctx context.Context, id string, q *rangeQuery, st *queryStats) (*matrix, *errorResponse, error) {
 	pieces := splitRange(q.start, q.end, q.step, f.cfg.SplitInterval.Milliseconds())
 	st.pieces.Add(int64(len(pieces)))
-	q.plan = f.planFor(id, q.query, len(pieces))
+	steps := (q.end-q.start)/q.step + 1
+	q.plan = f.planFor(id, q.query, len(pieces), (steps+int64(len(pieces))-1)/int64(len(pieces)))
 	results := make([]*matrix, len(pieces))
 	errResps := make([]*errorResponse, len(pieces))
 	g, gctx := errgroup.WithContext(ctx)
@@ -637,6 +664,9 @@ func mergeExtents(cached, fetched []extent, step int64) []extent {
 
 // fetch asks a querier for the evaluation times [start, end] of q.
 func (f *Frontend) fetch(ctx context.Context, id string, q *rangeQuery, start, end int64, st *queryStats) (*matrix, *errorResponse, error) {
+	if q.step > 0 {
+		st.cost.steps.Add((end-start)/q.step + 1)
+	}
 	if q.plan != nil {
 		return f.fetchSharded(ctx, id, q, start, end, st)
 	}
@@ -660,6 +690,7 @@ func (f *Frontend) fetch(ctx context.Context, id string, q *rangeQuery, start, e
 		return nil, &errorResponse{code: resp.StatusCode, header: resp.Header, body: body}, nil
 	}
 	st.fetchedBytes.Add(int64(len(body)))
+	st.cost.add(resp.Header)
 	f.cacheBytes.WithLabelValues("miss").Add(float64(len(body)))
 	m, err := decodeMatrix(body)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -171,7 +172,7 @@ func TestShardBudget(t *testing.T) {
 		{`sum(x)`, 128, 1, 1, 0},
 	} {
 		f.cfg.MaxShardedQueries, f.cfg.MaxShards = tc.budget, tc.maxShards
-		plan := f.planFor("t", tc.query, tc.pieces)
+		plan := f.planFor("t", tc.query, tc.pieces, 1)
 		if tc.wantRequests == 0 {
 			require.Nil(t, plan, tc.query)
 			continue
@@ -328,4 +329,52 @@ func TestFrontendAnswersRulersInSeries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A query is cut into as many shards as what its last run read makes
+// worth their cost, or none, and follows when what it reads grows; the
+// answers stay the querier's.
+func TestShardsFollowWhatTheQueryRead(t *testing.T) {
+	cfg := testConfig()
+	cfg.CacheResults = false
+	cfg.TargetSamplesPerShard = 50
+	cfg.MaxShardedQueries = 1000
+	querier, frontend, calls, f := querierAndFrontend(t, fleetData, cfg)
+	f.limits = fixedLimits(limits.Limits{QueryShardingTotalShards: 16})
+	ask := func(path string, params url.Values) int64 {
+		t.Helper()
+		_, want := get(t, querier, path, params)
+		before := calls.n.Load()
+		req := httptest.NewRequest(http.MethodGet, path+"?"+params.Encode(), nil)
+		req.Header.Set(tenant.HeaderName, "team-a")
+		rec := httptest.NewRecorder()
+		frontend.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		require.Empty(t, rec.Header().Get(promapi.SamplesHeader), "kept between querier and frontend")
+		requireSameMatrix(t, want, rec.Body.String(), params.Encode())
+		return calls.n.Load() - before
+	}
+	instant := func(q, at string) url.Values { return url.Values{"query": {q}, "time": {at}} }
+
+	// 4 series, a sample each: not worth a shard once known.
+	small := instant(`sum(node_cpu_seconds_total)`, "3600")
+	require.Equal(t, int64(16), ask("/api/v1/query", small), "not seen yet: every shard")
+	require.Equal(t, int64(1), ask("/api/v1/query", small), "4 samples: whole")
+	require.Equal(t, int64(1), ask("/api/v1/query", small))
+
+	// Two hours of 4 series read 480 samples: 9 shards of about 50.
+	const grows = `sum(rate(node_cpu_seconds_total[2h]))`
+	require.Equal(t, int64(16), ask("/api/v1/query", instant(grows, "60")))
+	require.Equal(t, int64(1), ask("/api/v1/query", instant(grows, "28800")), "8 samples last time")
+	require.Equal(t, int64(9), ask("/api/v1/query", instant(grows, "28800")), "480 samples last time")
+
+	// A range query is judged by what it read per evaluation time: 121
+	// of them in 3 pieces (two hours and the end), 4 samples each, make 3
+	// shards of 164 samples a piece.
+	rng := url.Values{"query": {`count(node_cpu_seconds_total)`}, "start": {"3600"}, "end": {"10800"}, "step": {"60"}}
+	require.Equal(t, int64(3*16), ask("/api/v1/query_range", rng), "not seen yet: every shard")
+	require.Equal(t, int64(3*3), ask("/api/v1/query_range", rng))
+	// What an instant query read counts for the same query over a range.
+	require.Equal(t, int64(3*3), ask("/api/v1/query_range", url.Values{"query": {`sum(node_cpu_seconds_total)`}, "start": {"3600"}, "end": {"10800"}, "step": {"60"}}))
+	require.Positive(t, testutil.ToFloat64(f.fewerShards))
 }

@@ -41,23 +41,32 @@ func newOuterEngine(p parser.Parser) *promql.Engine {
 	})
 }
 
-// planFor returns how q is answered sharded over pieces split pieces, or
-// nil: when the tenant's shard count (capped by MaxShards) is under 2, q has nothing shardable,
-// or even 2 shards a leg would pass -query-frontend.max-sharded-queries.
-func (f *Frontend) planFor(id, query string, pieces int) *shardPlan {
-	shards := f.limits.For(id).QueryShardingTotalShards
+// planFor returns how q is answered sharded over pieces split pieces of
+// steps evaluation times each, or nil: when the tenant's shard count
+// (capped by MaxShards, and by what the query read last time) is under 2,
+// q has nothing shardable, or even 2 shards a leg would pass
+// -query-frontend.max-sharded-queries.
+func (f *Frontend) planFor(id, query string, pieces int, steps int64) *shardPlan {
+	most := f.limits.For(id).QueryShardingTotalShards
 	if f.cfg.MaxShards > 0 {
-		shards = min(shards, f.cfg.MaxShards)
+		most = min(most, f.cfg.MaxShards)
 	}
-	if shards < 2 || f.cfg.MaxShardedQueries < 2 {
+	if most < 2 || f.cfg.MaxShardedQueries < 2 {
 		return nil
 	}
 	expr, err := f.parser.ParseExpr(query)
 	if err != nil {
 		return nil // the querier words the error
 	}
-	plan := planShards(f.parser, expr, shards)
+	shards := f.sizes.shards(id, query, steps, most)
+	plan := planShards(f.parser, expr, max(shards, 2))
 	if plan == nil {
+		return nil
+	}
+	if shards < most {
+		f.fewerShards.Inc()
+	}
+	if shards < 2 {
 		return nil
 	}
 	budget := f.cfg.MaxShardedQueries / max(pieces, 1)
@@ -282,6 +291,7 @@ func (s *legSource) ask(ctx context.Context, query string) (promql.Matrix, error
 		return nil, errLegFailed
 	}
 	s.st.fetchedBytes.Add(int64(len(body)))
+	s.st.cost.add(resp.Header)
 	m, err := promapi.UnmarshalSeries(body)
 	if err != nil {
 		s.fail(nil, err)

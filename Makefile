@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./pkg/rpc
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalSeries$$' -fuzztime $(FUZZTIME) ./pkg/promapi
 	$(GO) test -run '^$$' -fuzz '^FuzzGate$$' -fuzztime $(FUZZTIME) ./pkg/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMatrix$$' -fuzztime $(FUZZTIME) ./querier/frontend
 
 # End-to-end tests: real isobar processes, a real Prometheus, a real S3 server.
 e2e: build

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -37,73 +38,179 @@ type rawPoint struct {
 	raw json.RawMessage
 }
 
-// apiResponse is the envelope of a Prometheus API answer.
-type apiResponse struct {
-	Status    string          `json:"status"`
-	Data      json.RawMessage `json:"data"`
-	ErrorType string          `json:"errorType"`
-	Error     string          `json:"error"`
-	Warnings  []string        `json:"warnings"`
-	Infos     []string        `json:"infos"`
-}
+// matrixJSON reads querier answers: jsoniter, whose iterator copies each
+// point's bytes once, where encoding/json validated and copied them again
+// for every level of nesting (bench_test.go: BenchmarkDecodeMatrix).
+var matrixJSON = jsoniter.ConfigCompatibleWithStandardLibrary
 
-// decodeMatrix decodes a successful query_range answer.
+// decodeMatrix decodes a successful query_range answer. The metrics and
+// points it keeps are slices of one copy of body's bytes.
 func decodeMatrix(body []byte) (*matrix, error) {
-	var resp apiResponse
-	if err := json.Unmarshal(body, &resp); err != nil {
-		return nil, fmt.Errorf("decode the querier's answer: %w", err)
-	}
-	if resp.Status != "success" {
-		return nil, fmt.Errorf("querier answered %q: %s: %s", resp.Status, resp.ErrorType, resp.Error)
-	}
-	var data struct {
-		ResultType string `json:"resultType"`
-		Result     []struct {
-			Metric     json.RawMessage   `json:"metric"`
-			Values     []json.RawMessage `json:"values"`
-			Histograms []json.RawMessage `json:"histograms"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal(resp.Data, &data); err != nil {
-		return nil, fmt.Errorf("decode the querier's result: %w", err)
-	}
-	if data.ResultType != "matrix" {
-		return nil, fmt.Errorf("querier answered a %q, not a matrix", data.ResultType)
-	}
-	m := &matrix{series: make([]*rawSeries, 0, len(data.Result)), warnings: resp.Warnings, infos: resp.Infos}
-	for _, r := range data.Result {
-		var lbls map[string]string
-		if err := json.Unmarshal(r.Metric, &lbls); err != nil {
-			return nil, fmt.Errorf("decode a series' metric: %w", err)
+	it := matrixJSON.BorrowIterator(body)
+	defer matrixJSON.ReturnIterator(it)
+	// The captures never outgrow body, so the arena is never moved.
+	d := matrixDecoder{arena: make([]byte, 0, len(body))}
+	var (
+		m                                   matrix
+		status, errorType, errMsg, dataType string
+		err                                 error
+	)
+	it.ReadObjectCB(func(it *jsoniter.Iterator, field string) bool {
+		switch field {
+		case "status":
+			status = it.ReadString()
+		case "errorType":
+			errorType = it.ReadString()
+		case "error":
+			errMsg = it.ReadString()
+		case "warnings":
+			m.warnings = readStrings(it)
+		case "infos":
+			m.infos = readStrings(it)
+		case "data":
+			it.ReadObjectCB(func(it *jsoniter.Iterator, field string) bool {
+				switch field {
+				case "resultType":
+					dataType = it.ReadString()
+				case "result":
+					it.ReadArrayCB(func(it *jsoniter.Iterator) bool {
+						var s *rawSeries
+						if s, err = d.series(it); err != nil {
+							return false
+						}
+						m.series = append(m.series, s)
+						return true
+					})
+				default:
+					it.Skip()
+				}
+				return it.Error == nil && err == nil
+			})
+		default:
+			it.Skip()
 		}
-		s := &rawSeries{metric: r.Metric, lset: labels.FromMap(lbls)}
-		var err error
-		if s.values, err = decodePoints(r.Values); err != nil {
-			return nil, err
-		}
-		if s.histograms, err = decodePoints(r.Histograms); err != nil {
-			return nil, err
-		}
-		m.series = append(m.series, s)
+		return it.Error == nil && err == nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case it.Error != nil:
+		return nil, fmt.Errorf("decode the querier's answer: %w", it.Error)
+	case status != "success":
+		return nil, fmt.Errorf("querier answered %q: %s: %s", status, errorType, errMsg)
+	case dataType != "matrix":
+		return nil, fmt.Errorf("querier answered a %q, not a matrix", dataType)
 	}
-	return m, nil
+	return &m, nil
 }
 
-// decodePoints reads the timestamp of each [timestamp, value] point.
-func decodePoints(raw []json.RawMessage) ([]rawPoint, error) {
-	out := make([]rawPoint, 0, len(raw))
-	for _, p := range raw {
-		var pair []json.RawMessage
-		if err := json.Unmarshal(p, &pair); err != nil || len(pair) != 2 {
-			return nil, fmt.Errorf("decode a point %.100s: not a [timestamp, value] pair", p)
+// matrixDecoder keeps the bytes of the metrics and points it reads in one
+// arena.
+type matrixDecoder struct {
+	arena   []byte
+	builder labels.ScratchBuilder
+}
+
+// capture returns the bytes of the next value of it, as they are (but the
+// blanks before it, which the iterator keeps).
+func (d *matrixDecoder) capture(it *jsoniter.Iterator) []byte {
+	start := len(d.arena)
+	d.arena = it.SkipAndAppendBytes(d.arena)
+	return bytes.TrimLeft(d.arena[start:len(d.arena):len(d.arena)], jsonBlanks)
+}
+
+const jsonBlanks = " \t\r\n"
+
+func (d *matrixDecoder) series(it *jsoniter.Iterator) (*rawSeries, error) {
+	s := &rawSeries{}
+	var err error
+	it.ReadObjectCB(func(it *jsoniter.Iterator, field string) bool {
+		switch field {
+		case "metric":
+			s.metric = d.capture(it)
+			if it.Error == nil {
+				s.lset, err = d.labels(s.metric)
+			}
+		case "values":
+			s.values, err = d.points(it)
+		case "histograms":
+			s.histograms, err = d.points(it)
+		default:
+			it.Skip()
 		}
-		ts, err := strconv.ParseFloat(string(pair[0]), 64)
-		if err != nil {
-			return nil, fmt.Errorf("decode the timestamp of a point %.100s: %w", p, err)
-		}
-		out = append(out, rawPoint{t: int64(math.Round(ts * 1000)), raw: p})
+		return it.Error == nil && err == nil
+	})
+	return s, err
+}
+
+// labels decodes a series' metric, {"name":"value",...}.
+func (d *matrixDecoder) labels(metric []byte) (labels.Labels, error) {
+	it := matrixJSON.BorrowIterator(metric)
+	defer matrixJSON.ReturnIterator(it)
+	d.builder.Reset()
+	it.ReadMapCB(func(it *jsoniter.Iterator, name string) bool {
+		d.builder.Add(name, it.ReadString())
+		return it.Error == nil
+	})
+	if it.Error != nil {
+		return labels.EmptyLabels(), fmt.Errorf("decode a series' metric %.100s: %w", metric, it.Error)
 	}
-	return out, nil
+	d.builder.Sort()
+	lset := d.builder.Labels()
+	if name, dup := lset.HasDuplicateLabelNames(); dup {
+		return labels.EmptyLabels(), fmt.Errorf("decode a series' metric %.100s: label %q twice", metric, name)
+	}
+	return lset, nil
+}
+
+// points reads an array of [timestamp, value] points, keeping each as
+// encoded and its timestamp in milliseconds.
+func (d *matrixDecoder) points(it *jsoniter.Iterator) ([]rawPoint, error) {
+	var (
+		out []rawPoint
+		err error
+	)
+	it.ReadArrayCB(func(it *jsoniter.Iterator) bool {
+		raw := d.capture(it)
+		if it.Error != nil {
+			return false
+		}
+		var t int64
+		if t, err = pointTime(raw); err != nil {
+			return false
+		}
+		out = append(out, rawPoint{t: t, raw: raw})
+		return true
+	})
+	return out, err
+}
+
+// pointTime reads the timestamp, in seconds, of a point [timestamp, value]
+// whose JSON is valid, blanks trimmed before it.
+func pointTime(raw []byte) (int64, error) {
+	rest, ok := bytes.CutPrefix(raw, []byte("["))
+	ts, _, found := bytes.Cut(rest, []byte(","))
+	if !ok || !found {
+		return 0, fmt.Errorf("decode a point %.100s: not a [timestamp, value] pair", raw)
+	}
+	sec, err := strconv.ParseFloat(string(bytes.TrimSpace(ts)), 64)
+	if err != nil {
+		return 0, fmt.Errorf("decode the timestamp of a point %.100s: %w", raw, err)
+	}
+	return int64(math.Round(sec * 1000)), nil
+}
+
+// readStrings reads an array of strings, or null.
+func readStrings(it *jsoniter.Iterator) []string {
+	if it.ReadNil() {
+		return nil
+	}
+	var out []string
+	it.ReadArrayCB(func(it *jsoniter.Iterator) bool {
+		out = append(out, it.ReadString())
+		return it.Error == nil
+	})
+	return out
 }
 
 // merge appends the series of later to m: later's points all lie after

@@ -12,7 +12,7 @@ import (
 )
 
 // querySizesKept bounds the queries whose size the frontend remembers
-// (16 bytes each): a fleet's dashboards and rules, many times over.
+// (about 100 bytes each): a fleet's dashboards and rules, many times over.
 const querySizesKept = 100_000
 
 // querySizes remembers how many samples an evaluation time of each

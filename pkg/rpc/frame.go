@@ -7,17 +7,25 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// decodeFrame decodes a frame of a chunk query's answer (a
-// ChunkedReadResponse) from buf, which it keeps: label names and values are
-// strings over buf and chunk data are slices of it, and the series, labels
-// and chunks of the frame each live in one array, so a frame costs five
-// allocations whatever the number of series it holds (gogo's decoder makes
-// about ten a series and copies every byte). buf must not change
-// afterwards; what keeps any of the frame keeps all of buf.
+// frameDecoder decodes the frames of a chunk query's answer (each a
+// ChunkedReadResponse) over the bytes received: label names and values are
+// strings over them and chunk data are slices of them. The series, labels
+// and chunks of a frame each live in one array, kept from frame to frame,
+// so a stream of frames allocates only while its frames grow (gogo's
+// decoder makes about ten allocations a series and copies every byte).
 //
 // Unknown fields are skipped, and a known field of the wrong wire type
 // reads as empty (gogo's decoder refuses it).
-func decodeFrame(buf []byte, m *prompb.ChunkedReadResponse) error {
+type frameDecoder struct {
+	series   []prompb.ChunkedSeries
+	pointers []*prompb.ChunkedSeries
+	labels   []prompb.Label
+	chunks   []prompb.Chunk
+}
+
+// decode decodes buf into m. buf must not change while m is read, and m
+// is valid only until the next decode: both share memory with it.
+func (d *frameDecoder) decode(buf []byte, m *prompb.ChunkedReadResponse) error {
 	var nSeries, nLabels, nChunks int
 	err := eachField(buf, func(num protowire.Number, _ uint64, v []byte) error {
 		if num != 1 {
@@ -46,10 +54,12 @@ func decodeFrame(buf []byte, m *prompb.ChunkedReadResponse) error {
 			return nil
 		})
 	}
-	series := make([]prompb.ChunkedSeries, nSeries)
-	m.ChunkedSeries = make([]*prompb.ChunkedSeries, nSeries)
-	labelSlab := make([]prompb.Label, 0, nLabels)
-	chunkSlab := make([]prompb.Chunk, 0, nChunks)
+	series := reuse(d.series, nSeries)
+	clear(series)
+	m.ChunkedSeries = reuse(d.pointers, nSeries)
+	labelSlab := reuse(d.labels, nLabels)[:0]
+	chunkSlab := reuse(d.chunks, nChunks)[:0]
+	d.series, d.pointers, d.labels, d.chunks = series, m.ChunkedSeries, labelSlab, chunkSlab
 	i := 0
 	return eachField(buf, func(num protowire.Number, x uint64, v []byte) error {
 		switch num {
@@ -92,6 +102,15 @@ func decodeFrame(buf []byte, m *prompb.ChunkedReadResponse) error {
 		}
 		return nil
 	})
+}
+
+// reuse returns s with length n, in its own array if that is large enough,
+// else in a new one with room for frames a little larger.
+func reuse[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	return s[:n]
 }
 
 func decodeLabel(b []byte, l *prompb.Label) error {

@@ -88,8 +88,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	case *PushResponse:
 		return nil
-	case *prompb.ChunkedReadResponse: // the bulk of every query
-		return decodeFrame(data.Materialize(), m)
+	case *chunkFrame: // the bulk of every query
+		return m.unmarshal(data)
 	case interface{ Unmarshal([]byte) error }: // these copy what they keep
 		return m.Unmarshal(data.Materialize())
 	}

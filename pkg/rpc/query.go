@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -134,14 +135,45 @@ func streamDesc(desc *grpc.ServiceDesc, name string) *grpc.StreamDesc {
 }
 
 // QueryStream asks the ingester for the series matching req and hands each
-// frame to recv.
+// frame to recv, which must be done with a frame, and everything in it,
+// when its call for the next frame returns: the frame after that is
+// received into its memory.
 func (c *IngesterClient) QueryStream(ctx context.Context, req *prompb.Query, recv func(*prompb.ChunkedReadResponse) error) error {
-	return streamFrames(ctx, c.cc, streamDesc(&readerServiceDesc, "QueryStream"), queryStreamMethod, req, recv)
+	return receiveChunkFrames(ctx, c.cc, streamDesc(&readerServiceDesc, "QueryStream"), queryStreamMethod, req, recv)
+}
+
+// chunkFrame is a frame of a chunk query's answer as received: its bytes,
+// gathered out of gRPC's buffers, and the frame decoded over them.
+type chunkFrame struct {
+	bytes []byte
+	resp  prompb.ChunkedReadResponse
+	dec   frameDecoder
+}
+
+func (f *chunkFrame) unmarshal(data mem.BufferSlice) error {
+	f.bytes = reuse(f.bytes, data.Len())
+	data.CopyTo(f.bytes)
+	return f.dec.decode(f.bytes, &f.resp)
+}
+
+// receiveChunkFrames sends req on a new server stream of method and hands
+// each frame of the answer to recv. Frames are received into two memories
+// in turn, so that the next frame is received while recv's caller reads
+// one: recv must be done with a frame when its call for the next returns.
+func receiveChunkFrames(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, recv func(*prompb.ChunkedReadResponse) error) error {
+	// Not pooled: the caller may read the last frame after the stream ends.
+	frames := [2]*chunkFrame{new(chunkFrame), new(chunkFrame)}
+	turn := 0
+	next := func() *chunkFrame {
+		turn ^= 1
+		return frames[turn]
+	}
+	return streamFrames(ctx, cc, desc, method, req, next, func(f *chunkFrame) error { return recv(&f.resp) })
 }
 
 // streamFrames sends req on a new server stream of method and hands each
-// frame of the answer, a Resp, to recv.
-func streamFrames[Resp any](ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, recv func(*Resp) error) error {
+// frame of the answer, received into a Resp that msg gives, to recv.
+func streamFrames[Resp any](ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.StreamDesc, method string, req any, msg func() *Resp, recv func(*Resp) error) error {
 	stream, err := cc.NewStream(ctx, desc, method, grpc.CallContentSubtype(CodecName))
 	if err != nil {
 		return FromStatus(err)
@@ -153,7 +185,7 @@ func streamFrames[Resp any](ctx context.Context, cc grpc.ClientConnInterface, de
 		return FromStatus(err)
 	}
 	for {
-		resp := new(Resp)
+		resp := msg()
 		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -165,6 +197,8 @@ func streamFrames[Resp any](ctx context.Context, cc grpc.ClientConnInterface, de
 		}
 	}
 }
+
+func newMessage[M any]() *M { return new(M) }
 
 // LabelNames asks the ingester for label names.
 func (c *IngesterClient) LabelNames(ctx context.Context, req *LabelsRequest) ([]string, error) {
@@ -193,7 +227,7 @@ func receiveLabels(ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.
 // receiveFrames asks on the stream of method and hands each frame of the
 // answer to join.
 func receiveFrames[Frame any](ctx context.Context, cc grpc.ClientConnInterface, desc *grpc.ServiceDesc, method string, req any, join func(*Frame)) error {
-	return streamFrames(ctx, cc, streamDesc(desc, method[strings.LastIndexByte(method, '/')+1:]), method, req, func(f *Frame) error {
+	return streamFrames(ctx, cc, streamDesc(desc, method[strings.LastIndexByte(method, '/')+1:]), method, req, newMessage[Frame], func(f *Frame) error {
 		join(f)
 		return nil
 	})

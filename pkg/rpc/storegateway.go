@@ -63,10 +63,12 @@ func NewStoreGatewayClient(cc grpc.ClientConnInterface) *StoreGatewayClient {
 }
 
 // Series asks the store-gateway for the series of req.BlockIDs matching
-// req.Query and hands each frame to recv. An error for blocks the
-// store-gateway does not hold lists them: see MissingBlocks.
+// req.Query and hands each frame to recv, which must be done with a frame
+// when its call for the next returns (as IngesterClient.QueryStream). An
+// error for blocks the store-gateway does not hold lists them: see
+// MissingBlocks.
 func (c *StoreGatewayClient) Series(ctx context.Context, req *BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error {
-	return streamFrames(ctx, c.cc, streamDesc(&storeGatewayServiceDesc, "Series"), sgSeriesMethod, req, recv)
+	return receiveChunkFrames(ctx, c.cc, streamDesc(&storeGatewayServiceDesc, "Series"), sgSeriesMethod, req, recv)
 }
 
 // LabelNames asks the store-gateway for the label names of req.BlockIDs.

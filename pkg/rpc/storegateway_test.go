@@ -95,7 +95,15 @@ func TestStoreGatewayOverGRPC(t *testing.T) {
 		BlockIDs: []string{"A", "B"},
 	}
 	var got []*prompb.ChunkedReadResponse
-	require.NoError(t, c.Series(ctx, q, func(r *prompb.ChunkedReadResponse) error { got = append(got, r); return nil }))
+	require.NoError(t, c.Series(ctx, q, func(r *prompb.ChunkedReadResponse) error {
+		// A frame's memory takes the frame after next: kept, it is copied.
+		b, err := r.Marshal()
+		require.NoError(t, err)
+		kept := &prompb.ChunkedReadResponse{}
+		require.NoError(t, kept.Unmarshal(b))
+		got = append(got, kept)
+		return nil
+	}))
 	require.Len(t, got, 3)
 	for i, r := range got {
 		require.Equal(t, "up", r.ChunkedSeries[0].Labels[0].Value)

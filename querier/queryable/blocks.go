@@ -28,7 +28,9 @@ import (
 )
 
 // BlockStore answers queries over some of a tenant's blocks, all of them or
-// an error: a store-gateway, over gRPC or in the same process.
+// an error: a store-gateway, over gRPC or in the same process. Series may
+// reuse a frame's memory once recv's call for the next frame returns (the
+// querier is done with a frame by then), not before.
 type BlockStore interface {
 	Series(ctx context.Context, req *rpc.BlocksQuery, recv func(*prompb.ChunkedReadResponse) error) error
 	LabelNames(ctx context.Context, req *rpc.BlocksLabelsRequest) ([]string, error)
@@ -558,9 +560,9 @@ func (localStore) Replicas(string, ulid.ULID) ([]string, error) { return []strin
 func (l localStore) Store(string) (BlockStore, error)           { return keptFrames{l.s}, nil }
 
 // keptFrames hands on copies of the frames a store-gateway in this process
-// sends: it reuses a frame's memory for the next (a gRPC server has
-// encoded it by then), and the querier keeps frames until it has merged
-// them. Label strings and chunk bytes are not reused, so the copy is of
+// sends: it reuses a frame's memory for the next at once (a gRPC server
+// has encoded it by then), and the querier reads a frame while the next
+// is handed over. Label strings and chunk bytes are not reused, so the copy is of
 // the frame's structure only.
 type keptFrames struct{ BlockStore }
 

@@ -192,23 +192,40 @@ func (q *readQuorum) fail(inst dskitring.InstanceDesc, err error) (*dskitring.In
 }
 
 // frameStream carries one source's frames from the goroutine receiving
-// them to the series set reading them, one frame ahead at most.
+// them to the series set reading them. The receiver reuses a frame's
+// memory for the frame after next (rpc's QueryStream), so it hands over a
+// frame and then waits until the reader is done with the one before: one
+// frame is received while the reader reads another.
 type frameStream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	frames chan []*prompb.ChunkedSeries
-	err    error // set before frames is closed
+	// done tells the receiver that the reader is done with a frame.
+	done    chan struct{}
+	handed  bool // (receiver) a frame was handed over before
+	reading bool // (reader) the reader holds a frame
+	err     error // set before frames is closed
 }
 
 func newFrameStream(ctx context.Context) *frameStream {
 	ctx, cancel := context.WithCancel(ctx)
-	return &frameStream{ctx: ctx, cancel: cancel, frames: make(chan []*prompb.ChunkedSeries, 1)}
+	return &frameStream{ctx: ctx, cancel: cancel, frames: make(chan []*prompb.ChunkedSeries, 1), done: make(chan struct{}, 2)}
 }
 
-// put hands a received frame to the reader, waiting while it is behind.
+// put hands a received frame to the reader, and returns once the reader
+// is done with the frame before it.
 func (s *frameStream) put(resp *prompb.ChunkedReadResponse) error {
 	select {
 	case s.frames <- resp.ChunkedSeries:
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+	if !s.handed {
+		s.handed = true
+		return nil
+	}
+	select {
+	case <-s.done:
 		return nil
 	case <-s.ctx.Done():
 		return s.ctx.Err()
@@ -222,11 +239,16 @@ func (s *frameStream) finish(err error) {
 }
 
 // next returns the next frame; at the end of the stream it returns false
-// and the stream's error.
+// and the stream's error. The reader must be done with the frame it had.
 func (s *frameStream) next() ([]*prompb.ChunkedSeries, bool, error) {
+	if s.reading {
+		s.reading = false
+		s.done <- struct{}{}
+	}
 	select {
 	case f, ok := <-s.frames:
 		if ok {
+			s.reading = true
 			return f, true, nil
 		}
 		s.cancel()
@@ -297,10 +319,12 @@ type chunkSeriesSet struct {
 	err    error
 	failed func(error) (func() ([]*prompb.ChunkedSeries, bool, error), error)
 	// raw is the series advance moved to, as received, and rawSize the
-	// bytes of its chunks; last is the last series moved to, whose labels
-	// a fail-over skips through.
-	raw, last *prompb.ChunkedSeries
-	rawSize   int
+	// bytes of its chunks; last is the last series moved to in this frame,
+	// and lastLabels the labels of the last series of the frames before,
+	// which a fail-over skips through.
+	raw, last  *prompb.ChunkedSeries
+	rawSize    int
+	lastLabels labels.Labels
 	// skipThrough, after a fail-over, holds the labels of the last series
 	// given: the new source's series up to them were given already.
 	skipThrough labels.Labels
@@ -324,6 +348,10 @@ func (s *chunkSeriesSet) advance() bool {
 	for {
 		s.cur++
 		for s.cur >= len(s.series) {
+			if s.last != nil { // the frame's memory goes back to its receiver
+				s.lastLabels, s.last = s.labelsOf(s.last), nil
+			}
+			s.raw = nil
 			f, ok, err := s.next()
 			if !ok {
 				s.series, s.raw = nil, nil
@@ -337,9 +365,7 @@ func (s *chunkSeriesSet) advance() bool {
 					return false
 				}
 				s.next = next
-				if s.last != nil {
-					s.skipThrough = s.labelsOf(s.last)
-				}
+				s.skipThrough = s.lastLabels
 				continue
 			}
 			s.series, s.cur = f, 0

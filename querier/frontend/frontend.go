@@ -662,11 +662,10 @@ func mergeExtents(cached, fetched []extent, step int64) []extent {
 	return out
 }
 
-// fetch asks a querier for the evaluation times [start, end] of q.
+// fetch asks a querier for the evaluation times [start, end] of q, a
+// range query.
 func (f *Frontend) fetch(ctx context.Context, id string, q *rangeQuery, start, end int64, st *queryStats) (*matrix, *errorResponse, error) {
-	if q.step > 0 {
-		st.cost.steps.Add((end-start)/q.step + 1)
-	}
+	st.cost.steps.Add((end-start)/q.step + 1)
 	if q.plan != nil {
 		return f.fetchSharded(ctx, id, q, start, end, st)
 	}

@@ -62,13 +62,18 @@ func tenants(ctx context.Context) ([]string, error) {
 	return slices.Compact(ids), nil
 }
 
-// ofContext is the querier of the one tenant of ctx.
-func (q *federatedQuerier) ofContext(ctx context.Context) (storage.Querier, error) {
+// scope returns the tenants a request across tenants names, or, for a
+// request of one tenant, that tenant's querier.
+func (q *federatedQuerier) scope(ctx context.Context) (ids []string, single storage.Querier, err error) {
+	if ids, err = tenants(ctx); err != nil || ids != nil {
+		return ids, nil, err
+	}
 	id, err := tenant.From(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return q.querierOf(id)
+	single, err = q.querierOf(id)
+	return nil, single, err
 }
 
 func (q *federatedQuerier) querierOf(id string) (storage.Querier, error) {
@@ -101,16 +106,12 @@ func chosen(ids []string, matchers []*labels.Matcher) ([]string, []*labels.Match
 }
 
 func (q *federatedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, matchers ...*labels.Matcher) storage.SeriesSet {
-	ids, err := tenants(ctx)
+	ids, single, err := q.scope(ctx)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
-	if ids == nil {
-		inner, err := q.ofContext(ctx)
-		if err != nil {
-			return storage.ErrSeriesSet(err)
-		}
-		return inner.Select(ctx, sortSeries, hints, matchers...)
+	if single != nil {
+		return single.Select(ctx, sortSeries, hints, matchers...)
 	}
 	ids, rest := chosen(ids, matchers)
 	if len(rest) == 0 {
@@ -154,16 +155,12 @@ type labelledSeries struct {
 func (s *labelledSeries) Labels() labels.Labels { return s.lset }
 
 func (q *federatedQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, matchers ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	ids, err := tenants(ctx)
+	ids, single, err := q.scope(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	if ids == nil {
-		inner, err := q.ofContext(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		return inner.LabelValues(ctx, name, hints, matchers...)
+	if single != nil {
+		return single.LabelValues(ctx, name, hints, matchers...)
 	}
 	ids, rest := chosen(ids, matchers)
 	if name == TenantLabel {
@@ -175,16 +172,12 @@ func (q *federatedQuerier) LabelValues(ctx context.Context, name string, hints *
 }
 
 func (q *federatedQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, matchers ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	ids, err := tenants(ctx)
+	ids, single, err := q.scope(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	if ids == nil {
-		inner, err := q.ofContext(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		return inner.LabelNames(ctx, hints, matchers...)
+	if single != nil {
+		return single.LabelNames(ctx, hints, matchers...)
 	}
 	ids, rest := chosen(ids, matchers)
 	names, warnings, err := q.union(ctx, ids, hints, func(inner storage.Querier, ctx context.Context) ([]string, annotations.Annotations, error) {

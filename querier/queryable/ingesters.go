@@ -202,8 +202,8 @@ type frameStream struct {
 	frames chan []*prompb.ChunkedSeries
 	// done tells the receiver that the reader is done with a frame.
 	done    chan struct{}
-	handed  bool // (receiver) a frame was handed over before
-	reading bool // (reader) the reader holds a frame
+	handed  bool  // (receiver) a frame was handed over before
+	reading bool  // (reader) the reader holds a frame
 	err     error // set before frames is closed
 }
 
